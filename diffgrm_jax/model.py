@@ -1,0 +1,235 @@
+"""Flax modules of DIFF_GRM: item embedder, encoder, masked (or causal) decoder, heads.
+
+Shapes use B = batch (users or rows), L = history length, V = views or beams per row,
+N = n_digit, C = codebook_size, D = d_model.
+
+The model exposes two methods that training and decoding call separately, so the
+encoder runs once per row and its output is shared by every view / beam:
+
+  enc = model.apply(params, hist_sids, hist_mask, method=DiffGRM.encode)      # [B, L, D]
+  logits = model.apply(params, enc, hist_mask, codes, known, method=DiffGRM.decode)
+                                                                                # [B, V, N, C]
+
+`kind='diffgrm'`: position n of the decoder holds the embedding of digit n's code if
+`known[..., n]`, else digit n's learned mask embedding; attention is bidirectional.
+`kind='autoregressive'`: the decoder input is [BOS, s0, .., s_{N-2}] under a causal
+mask and position n predicts digit n (`known` is ignored).
+
+Parameters carry logical axis names ('vocab', 'embed', 'mlp', 'heads', 'kv', 'pos')
+that `sharding.py` maps to mesh axes.
+"""
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_NEG_INF = -1e9
+
+
+def _normal():
+  return nn.initializers.normal(stddev=0.02)
+
+
+def _dense(features, axes, name, use_bias=True, dtype=jnp.float32):
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=dtype, name=name,
+      kernel_init=nn.with_logical_partitioning(_normal(), axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axes[-1],)))
+
+
+def _layer_norm(name, dtype):
+  return nn.LayerNorm(
+      epsilon=1e-5, dtype=dtype, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)))
+
+
+class Attention(nn.Module):
+  """Multi-head attention without QKV bias.
+
+  Queries [..., Q, D] attend to keys/values [B, K, D] with any number of extra axes
+  between B and Q on the query side (views / beams), so one set of keys and values
+  serves every view of a row without being copied.
+  """
+  n_heads: int
+  d_model: int
+  dropout: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, kv, bias, deterministic):
+    """x: [B, *V, Q, D]; kv: [B, K, D] or [B, *V, K, D]; bias broadcastable to [B, *V, H, Q, K]."""
+    head_dim = self.d_model // self.n_heads
+
+    def proj(name):
+      return nn.DenseGeneral(
+          (self.n_heads, head_dim), use_bias=False, dtype=self.dtype, name=name,
+          kernel_init=nn.with_logical_partitioning(_normal(), ("embed", "heads", "kv")))
+
+    q = proj("query")(x) / jnp.sqrt(head_dim).astype(self.dtype)
+    k = proj("key")(kv)
+    v = proj("value")(kv)
+    # Insert singleton view axes into k/v so that they broadcast against the queries.
+    while k.ndim < q.ndim:
+      k = k[:, None]
+      v = v[:, None]
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) + bias
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+    out = nn.DenseGeneral(
+        self.d_model, axis=(-2, -1), use_bias=True, dtype=self.dtype, name="out",
+        kernel_init=nn.with_logical_partitioning(_normal(), ("heads", "kv", "embed")),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)))(out)
+    return nn.Dropout(self.dropout)(out, deterministic=deterministic)
+
+
+class Mlp(nn.Module):
+  n_inner: int
+  d_model: int
+  dropout: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, deterministic):
+    h = _dense(self.n_inner, ("embed", "mlp"), "wi", dtype=self.dtype)(x)
+    h = nn.gelu(h, approximate=False)
+    h = _dense(self.d_model, ("mlp", "embed"), "wo", dtype=self.dtype)(h)
+    return nn.Dropout(self.dropout)(h, deterministic=deterministic)
+
+
+class Block(nn.Module):
+  """Pre-LN block: self-attention, optional cross-attention, MLP."""
+  n_heads: int
+  d_model: int
+  n_inner: int
+  dropout: float
+  cross: bool
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, self_bias, deterministic, enc=None, cross_bias=None):
+    attn = lambda name: Attention(self.n_heads, self.d_model, self.dropout, self.dtype, name=name)
+    h = _layer_norm("ln_self", self.dtype)(x)
+    x = x + attn("self_attn")(h, h, self_bias, deterministic)
+    if self.cross:
+      h = _layer_norm("ln_cross", self.dtype)(x)
+      x = x + attn("cross_attn")(h, enc, cross_bias, deterministic)
+    h = _layer_norm("ln_mlp", self.dtype)(x)
+    return x + Mlp(self.n_inner, self.d_model, self.dropout, self.dtype, name="mlp")(h, deterministic)
+
+
+class DiffGRM(nn.Module):
+  """Encoder–decoder over semantic IDs. See the module docstring for the two methods."""
+  n_digit: int = 4
+  codebook_size: int = 256
+  d_model: int = 256
+  n_heads: int = 4
+  n_enc_layers: int = 1
+  n_dec_layers: int = 4
+  n_inner: int = 1024
+  dropout: float = 0.1
+  max_history_len: int = 50
+  tie_heads: bool = True
+  mask_cross_attention: bool = True
+  kind: str = "diffgrm"
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    n, c, d = self.n_digit, self.codebook_size, self.d_model
+    # Row n*C + c is code c of digit n: shared by encoder input, decoder input and heads.
+    self.token_embedding = self.param(
+        "token_embedding", nn.with_logical_partitioning(_normal(), ("vocab", "embed")), (n * c, d))
+    self.item_in = _dense(d, ("mlp", "embed"), "item_in", dtype=self.dtype)
+    self.item_out = _dense(d, ("embed", "mlp"), "item_out", dtype=self.dtype)
+    self.position_embedding = self.param(
+        "position_embedding", nn.with_logical_partitioning(_normal(), ("pos", "embed")),
+        (self.max_history_len, d))
+    if self.kind == "diffgrm":
+      self.mask_embedding = self.param(
+          "mask_embedding", nn.with_logical_partitioning(_normal(), ("pos", "embed")), (n, d))
+    elif self.kind == "autoregressive":
+      self.bos_embedding = self.param(
+          "bos_embedding", nn.with_logical_partitioning(_normal(), ("embed",)), (d,))
+    else:
+      raise ValueError(f"model.kind must be 'diffgrm' or 'autoregressive', got {self.kind!r}")
+    if not self.tie_heads:
+      self.head_adapter = self.param(
+          "head_adapter", nn.with_logical_partitioning(_normal(), ("pos", "embed", "mlp")), (n, d, d))
+    block = lambda name, cross: Block(
+        self.n_heads, d, self.n_inner, self.dropout, cross, self.dtype, name=name)
+    self.enc_blocks = [block(f"enc_{i}", False) for i in range(self.n_enc_layers)]
+    self.dec_blocks = [block(f"dec_{i}", True) for i in range(self.n_dec_layers)]
+    self.enc_ln = _layer_norm("enc_ln", self.dtype)
+    self.dec_ln = _layer_norm("dec_ln", self.dtype)
+    self.drop = nn.Dropout(self.dropout)
+
+  def _table(self):
+    """Embedding table as [N, C, D] in the compute dtype."""
+    return self.token_embedding.astype(self.dtype).reshape(
+        self.n_digit, self.codebook_size, self.d_model)
+
+  def _embed_codes(self, codes):
+    """codes: int [..., N] -> [..., N, D] (digit n looks up its own slice)."""
+    table = self._table()
+    return table[jnp.arange(self.n_digit), codes]
+
+  def encode(self, hist_sids, hist_mask, deterministic=True):
+    """hist_sids: int [B, L, N]; hist_mask: bool [B, L] (True = real item) -> [B, L, D]."""
+    b, l, n = hist_sids.shape
+    x = self._embed_codes(hist_sids).reshape(b, l, n * self.d_model)
+    x = self.item_out(nn.relu(self.item_in(x)))
+    # Histories are left-aligned, so position 0 is the oldest kept item.
+    x = x + self.position_embedding[:l].astype(self.dtype)
+    x = self.drop(x, deterministic=deterministic)
+    bias = jnp.where(hist_mask[:, None, None, :], 0.0, _NEG_INF)  # [B, 1(H), 1(Q), L]
+    for blk in self.enc_blocks:
+      x = blk(x, bias, deterministic)
+    x = self.enc_ln(x)
+    if not self.mask_cross_attention:
+      # The release zeroes padded encoder rows (they still take softmax weight).
+      x = x * hist_mask[..., None].astype(x.dtype)
+    return x
+
+  def decode(self, enc, hist_mask, codes, known, deterministic=True):
+    """enc: [B, L, D]; codes, known: [B, V, N] -> logits float32 [B, V, N, C]."""
+    emb = self._embed_codes(codes)  # [B, V, N, D]
+    n = self.n_digit
+    if self.kind == "diffgrm":
+      x = jnp.where(known[..., None], emb, self.mask_embedding.astype(self.dtype))
+      self_bias = jnp.zeros((n, n), jnp.float32)
+    else:
+      bos = jnp.broadcast_to(self.bos_embedding.astype(self.dtype), emb[..., :1, :].shape)
+      x = jnp.concatenate([bos, emb[..., :-1, :]], axis=-2)
+      causal = jnp.tril(jnp.ones((n, n), bool))
+      self_bias = jnp.where(causal, 0.0, _NEG_INF)
+    x = self.drop(x, deterministic=deterministic)
+    if self.mask_cross_attention:
+      cross_bias = jnp.where(hist_mask, 0.0, _NEG_INF)[:, None, None, None, :]  # [B,1,H,Q,L]
+    else:
+      cross_bias = jnp.zeros((), jnp.float32)
+    for blk in self.dec_blocks:
+      x = blk(x, self_bias, deterministic, enc=enc, cross_bias=cross_bias)
+    h = self.dec_ln(x)  # [B, V, N, D]
+    if not self.tie_heads:
+      h = jnp.einsum("bvnd,nde->bvne", h, self.head_adapter.astype(self.dtype))
+    return jnp.einsum("bvnd,ncd->bvnc", h, self._table()).astype(jnp.float32)
+
+  def __call__(self, hist_sids, hist_mask, codes, known, deterministic=True):
+    """Full forward pass (used for init): [B, V, N, C] logits."""
+    enc = self.encode(hist_sids, hist_mask, deterministic)
+    return self.decode(enc, hist_mask, codes, known, deterministic)
+
+
+def from_config(config, dtype=None):
+  """Builds the module from a config's `model` and `sid` sections."""
+  m = config.model
+  if dtype is None:
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[m.dtype]
+  return DiffGRM(
+      n_digit=config.sid.n_digit, codebook_size=config.sid.codebook_size,
+      d_model=m.d_model, n_heads=m.n_heads, n_enc_layers=m.n_enc_layers,
+      n_dec_layers=m.n_dec_layers, n_inner=m.n_inner, dropout=m.dropout,
+      max_history_len=config.data.max_history_len, tie_heads=m.tie_heads,
+      mask_cross_attention=m.mask_cross_attention, kind=m.kind, dtype=dtype)

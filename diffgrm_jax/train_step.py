@@ -1,0 +1,159 @@
+"""Train state, optimiser, masked loss and the sharded, jitted train step (SPEC §4).
+
+The step's randomness (dropout, masks) is `fold_in(PRNGKey(seed), step)`, so the
+RNG needs no state of its own: a run resumed at step s draws what an uninterrupted
+run draws at step s, on any mesh.
+"""
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from diffgrm_jax import masking
+from diffgrm_jax import sharding as shard_lib
+from diffgrm_jax.model import DiffGRM
+
+
+DEVICE_KEYS = ("hist_sids", "hist_mask", "target_sid", "target_item", "weight")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def make_optimizer(config, total_steps):
+  """AdamW with linear warmup from 0 then cosine decay to 0, global-norm clipping."""
+  o = config.optim
+  total_steps = max(int(total_steps), 1)
+  warmup = min(int(o.warmup_steps), total_steps)
+  if warmup >= total_steps:
+    schedule = optax.linear_schedule(0.0, o.lr, total_steps)
+  else:
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, o.lr, warmup_steps=warmup, decay_steps=total_steps, end_value=0.0)
+  tx = optax.chain(
+      optax.clip_by_global_norm(o.clip_norm),
+      optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
+  return tx, schedule
+
+
+def _dummy_inputs(config):
+  n = config.sid.n_digit
+  l = config.data.max_history_len
+  return (jnp.zeros((1, l, n), jnp.int32), jnp.ones((1, l), bool),
+          jnp.zeros((1, 1, n), jnp.int32), jnp.zeros((1, 1, n), bool))
+
+
+def _boxed_init(model, tx, config):
+  """Init function returning the state with logical-axis boxes (for shardings)."""
+  def init(key):
+    params = model.init(key, *_dummy_inputs(config))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  return init
+
+
+def init_state(model, tx, config, mesh):
+  """Initialises the state directly in its sharded layout; returns (state, shardings)."""
+  boxed_init = _boxed_init(model, tx, config)
+  key = jax.random.key(config.seed)
+  shardings = shard_lib.logical_to_sharding(jax.eval_shape(boxed_init, key), config, mesh)
+  state = jax.jit(lambda k: nn.meta.unbox(boxed_init(k)), out_shardings=shardings)(key)
+  return state, shardings
+
+
+def abstract_state(model, tx, config, mesh):
+  """(ShapeDtypeStructs with shardings, shardings) for restoring a checkpoint onto `mesh`."""
+  abstract = jax.eval_shape(_boxed_init(model, tx, config), jax.random.key(0))
+  shardings = shard_lib.logical_to_sharding(abstract, config, mesh)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      nn.meta.unbox(abstract), shardings), shardings
+
+
+def token_losses(logits, targets, label_smoothing):
+  """logits [B, V, N, C], targets [B, N] -> label-smoothed CE per token [B, V, N]."""
+  c = logits.shape[-1]
+  labels = optax.smooth_labels(jax.nn.one_hot(targets, c), label_smoothing)
+  return optax.softmax_cross_entropy(logits, labels[:, None])
+
+
+def reduce_loss(tok, masked, weight, reduction):
+  """tok, masked: [B, V, N]; weight: [B] (0 = padding row) -> scalar loss.
+
+  'pooled': sum over every masked token / number of masked tokens.
+  'view_mean': mean over a view's masked digits, then mean over views and rows.
+  """
+  m = masked.astype(tok.dtype) * weight[:, None, None]
+  if reduction == "pooled":
+    return (tok * m).sum() / jnp.maximum(m.sum(), 1.0)
+  if reduction == "view_mean":
+    per_view = (tok * m).sum(-1) / jnp.maximum(masked.sum(-1), 1)
+    return per_view.sum() / jnp.maximum(weight.sum() * tok.shape[1], 1.0)
+  raise ValueError(f"masking.reduction must be 'pooled' or 'view_mean', got {reduction!r}")
+
+
+def views_for_batch(model: DiffGRM, params, enc, batch, key, config):
+  """Returns (codes, known, masked) [B, V, N] for the batch's target SIDs."""
+  target = batch["target_sid"]
+  b, n = target.shape
+  if model.kind == "autoregressive":
+    # Teacher forcing: one view, every digit predicted from the digits before it.
+    ones = jnp.ones((b, 1, n), bool)
+    return target[:, None], ones, ones
+  k = config.masking
+  confidence = None
+  if k.strategy == "guided":
+    # No-gradient all-masked pass with the training model itself (projected
+    # cross-attention K/V included), without dropout.
+    logits = model.apply({"params": params}, jax.lax.stop_gradient(enc), batch["hist_mask"],
+                         jnp.zeros((b, 1, n), jnp.int32), jnp.zeros((b, 1, n), bool),
+                         deterministic=True, method=DiffGRM.decode)
+    confidence = jax.lax.stop_gradient(jax.nn.softmax(logits[:, 0], -1).max(-1))
+  masked = masking.make_masks(
+      key, b, n, strategy=k.strategy, augment_factor=k.augment_factor, mask_prob=k.mask_prob,
+      view_probs=tuple(k.view_probs), force_all_masked=k.force_all_masked,
+      confidence=confidence)
+  codes = jnp.broadcast_to(target[:, None], masked.shape)
+  return codes, ~masked, masked
+
+
+def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
+  k_enc, k_mask, k_dec = jax.random.split(key, 3)
+  variables = {"params": params}
+  enc = model.apply(variables, batch["hist_sids"], batch["hist_mask"], deterministic=not train,
+                    rngs={"dropout": k_enc}, method=DiffGRM.encode)
+  codes, known, masked = views_for_batch(model, params, enc, batch, k_mask, config)
+  logits = model.apply(variables, enc, batch["hist_mask"], codes, known, deterministic=not train,
+                       rngs={"dropout": k_dec}, method=DiffGRM.decode)
+  tok = token_losses(logits, batch["target_sid"], config.masking.label_smoothing)
+  return reduce_loss(tok, masked, batch["weight"], config.masking.reduction)
+
+
+def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding):
+  """Returns jitted `step(state, batch) -> (state, metrics)`; the state is donated."""
+  base_key = jax.random.key(config.seed)
+  replicated = shard_lib.replicated(batch_sharding.mesh)
+
+  def step(state, batch):
+    key = jax.random.fold_in(base_key, state.step)
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, model, batch, key, config)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  batch_shardings = {k: batch_sharding for k in DEVICE_KEYS}
+  return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
+                 out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+
+def to_global(batch, batch_sharding):
+  """Process-local numpy batch -> global jax arrays split over the data axes."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding, batch[k])
+          for k in DEVICE_KEYS}
