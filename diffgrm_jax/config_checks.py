@@ -1,0 +1,69 @@
+"""Config checks run before any work, each failing with a one-line message naming the field."""
+
+import math
+
+from diffgrm_jax.masking import STRATEGIES
+from diffgrm_jax.sharding import ConfigError
+
+DECODE_STRATEGIES = ("confidence", "left_to_right", "random")
+
+
+def check_config(config):
+  """Checks values that cannot work whatever the data or devices."""
+  s, m, k, b, t = config.sid, config.model, config.masking, config.decode, config.train
+  if s.n_digit < 1:
+    raise ConfigError(f"sid.n_digit={s.n_digit}: must be at least 1")
+  if s.codebook_size < 2 or 2 ** int(math.log2(s.codebook_size)) != s.codebook_size:
+    raise ConfigError(f"sid.codebook_size={s.codebook_size}: must be a power of two >= 2")
+  if m.kind not in ("diffgrm", "autoregressive"):
+    raise ConfigError(f"model.kind={m.kind!r}: must be 'diffgrm' or 'autoregressive'")
+  if m.d_model % m.n_heads:
+    raise ConfigError(f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}")
+  if m.dtype not in ("float32", "bfloat16"):
+    raise ConfigError(f"model.dtype={m.dtype!r}: must be 'float32' or 'bfloat16'")
+  if k.strategy not in STRATEGIES:
+    raise ConfigError(f"masking.strategy={k.strategy!r}: must be one of {STRATEGIES}")
+  if k.strategy in ("guided", "sequential") and k.augment_factor != s.n_digit:
+    raise ConfigError(
+        f"masking.augment_factor={k.augment_factor}: the {k.strategy} strategy makes one view "
+        f"per digit, so it must equal sid.n_digit={s.n_digit}")
+  if k.view_probs and len(k.view_probs) != k.augment_factor:
+    raise ConfigError(f"masking.view_probs has {len(k.view_probs)} entries but "
+                      f"masking.augment_factor={k.augment_factor}")
+  if not 0.0 < k.mask_prob <= 1.0:
+    raise ConfigError(f"masking.mask_prob={k.mask_prob}: must be in (0, 1]")
+  if k.reduction not in ("pooled", "view_mean"):
+    raise ConfigError(f"masking.reduction={k.reduction!r}: must be 'pooled' or 'view_mean'")
+  if b.strategy not in DECODE_STRATEGIES:
+    raise ConfigError(f"decode.strategy={b.strategy!r}: must be one of {DECODE_STRATEGIES}")
+  if m.kind == "autoregressive" and b.strategy != "left_to_right":
+    raise ConfigError(f"decode.strategy={b.strategy!r}: the autoregressive model decodes "
+                      "left_to_right only")
+  for name in ("valid_beam", "test_beam"):
+    if b[name] < b.top_k:
+      raise ConfigError(f"decode.{name}={b[name]} is smaller than decode.top_k={b.top_k}")
+  if b.step_beams and len(b.step_beams) != s.n_digit:
+    raise ConfigError(f"decode.step_beams has {len(b.step_beams)} entries, "
+                      f"sid.n_digit={s.n_digit}")
+  if b.step_beams and b.step_beams[-1] < b.top_k:
+    raise ConfigError(f"decode.step_beams[-1]={b.step_beams[-1]} is smaller than "
+                      f"decode.top_k={b.top_k}")
+  if t.batch_size < 1 or t.epochs < 1:
+    raise ConfigError(f"train.batch_size={t.batch_size} and train.epochs={t.epochs} must be >= 1")
+
+
+def check_against_devices(config, data_parallel, process_count=1):
+  """The global batch must split evenly over the data-parallel devices and processes."""
+  for name, size in (("train.batch_size", config.train.batch_size),
+                     ("decode.batch_size", config.decode.batch_size)):
+    if size % data_parallel or size % process_count:
+      raise ConfigError(f"{name}={size} is not divisible by the {data_parallel} data-parallel "
+                        f"devices ({process_count} processes)")
+
+
+def check_against_data(config, data):
+  """The SID table must have the digits and codebook the model is built for."""
+  if data.n_digit != config.sid.n_digit or data.codebook_size != config.sid.codebook_size:
+    raise ConfigError(
+        f"sid.n_digit={config.sid.n_digit}, sid.codebook_size={config.sid.codebook_size} "
+        f"disagree with the SID table ({data.n_digit} digits of {data.codebook_size} codes)")

@@ -1,0 +1,20 @@
+"""TensorBoard event files (tensorboardX), written by process 0 only."""
+
+from tensorboardX import SummaryWriter
+
+
+class Writer:
+  """Scalar writer that is a no-op when disabled (non-zero processes)."""
+
+  def __init__(self, logdir, enabled=True):
+    self._w = SummaryWriter(logdir) if enabled else None
+
+  def scalars(self, step, values):
+    if self._w is None:
+      return
+    for k, v in values.items():
+      self._w.add_scalar(k, float(v), int(step))
+
+  def close(self):
+    if self._w is not None:
+      self._w.close()
