@@ -52,7 +52,7 @@ def _load_sequences(config, folder, key):
     meta = cache.load_json(path[:-4] + ".json")
     return seqs, meta, hit.get("own_embeddings"), None
   raw = sources.load(config)
-  protocol.check_sequences(raw.sequences, f"dataset {raw.name!r} ({config.data.source})")
+  protocol.check_sequences(raw.sequences, raw.origin, raw.lines)
   offsets = np.concatenate([[0], np.cumsum([len(s) for s in raw.sequences])]).astype(np.int64)
   arrays = {"flat": np.concatenate(raw.sequences).astype(np.int32), "offsets": offsets}
   if raw.embeddings is not None:

@@ -35,13 +35,17 @@ def _make_split(rows, max_len):
   return Split(hist, length, target, user)
 
 
-def check_sequences(sequences, source=""):
-  """Every user needs >= 3 items: one training-history item, a validation and a test target."""
+def check_sequences(sequences, source="", lines=False):
+  """Every user needs >= 3 items: one training-history item, a validation and a test target.
+
+  source names the input in the error; lines=True when user u is line u+1 of that file.
+  """
   if not sequences:
     raise DataError(f"{source}: dataset has no users.")
   for u, seq in enumerate(sequences):
     if len(seq) < 3:
-      raise DataError(f"{source}: user {u} (line {u + 1}) has {len(seq)} items; "
+      where = f" (line {u + 1})" if lines else ""
+      raise DataError(f"{source}: user {u}{where} has {len(seq)} items; "
                       "leave-one-out needs at least 3.")
 
 

@@ -44,6 +44,8 @@ class RawDataset:
   embeddings: np.ndarray | None = None  # float32 [n_items, dim] when the source has its own
   embedding_files: tuple = ()  # precomputed .npy files found beside the data ('auto')
   skipped: dict = dataclasses.field(default_factory=dict)  # what was skipped on purpose
+  origin: str = ""  # the file users were read from (one user per line when lines=True)
+  lines: bool = False
 
 
 def load(config) -> RawDataset:
@@ -116,7 +118,7 @@ def load_synthetic(s, name="synthetic") -> RawDataset:
   meta = [{"title": f"synthetic item {i + 1}", "categories": [[f"group {group[i]}"]]}
           for i in range(n_items)]
   return RawDataset(name=name, sequences=sequences, n_items=n_items, item_meta=meta,
-                    embeddings=emb.astype(np.float32))
+                    embeddings=emb.astype(np.float32), origin="synthetic source")
 
 
 # ---------------------------------------------------------------- shared format
@@ -155,7 +157,7 @@ def load_shared(folder: str, name: str) -> RawDataset:
                            if f.startswith("item_emb_") and f.endswith(".npy"))
                     ) if os.path.isdir(derived) else ()
   return RawDataset(name=name, sequences=sequences, n_items=n_items, item_meta=meta,
-                    embedding_files=emb_files)
+                    embedding_files=emb_files, origin=seq_path, lines=True)
 
 
 def _read_item_text(path: str) -> list[dict]:
@@ -351,6 +353,6 @@ def load_amazon2014(config) -> RawDataset:
   missing = sum(a not in meta for a in asins)
   item_meta = [meta.get(a, {"title": a}) for a in asins]
   return RawDataset(name=config.data.name, sequences=sequences, n_items=len(asins),
-                    item_meta=item_meta,
+                    item_meta=item_meta, origin=reviews_path,
                     skipped={"meta lines of items without reviews": skipped_lines,
                              "items without metadata (text = asin)": missing})
