@@ -145,7 +145,7 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
     loss, grads = jax.value_and_grad(loss_fn)(state.params, model, batch, key, config)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   batch_shardings = {k: batch_sharding for k in DEVICE_KEYS}

@@ -1,0 +1,118 @@
+"""Loss semantics and the sharded step: masked digits only, same numbers on 1 and 8 devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from conftest import ROOT, random_batch, tiny_config
+from diffgrm_jax import model as model_lib
+from diffgrm_jax import sharding as shard_lib
+from diffgrm_jax import train_step as step_lib
+from diffgrm_jax.model import DiffGRM
+
+
+def test_loss_counts_only_masked_digits(config):
+  model = model_lib.from_config(config)
+  rng = np.random.default_rng(0)
+  batch = random_batch(rng)
+  variables = model.init(jax.random.key(0), batch["hist_sids"], batch["hist_mask"],
+                         batch["target_sid"][:, None], np.zeros((16, 1, 4), bool))
+  params = variables["params"]
+  masked = rng.random((16, 4, 4)) < 0.5
+  masked[:, :, 0] = True
+  codes = np.broadcast_to(batch["target_sid"][:, None], masked.shape)
+
+  def loss(params, labels, reduction):
+    enc = model.apply({"params": params}, batch["hist_sids"], batch["hist_mask"],
+                      method=DiffGRM.encode)
+    logits = model.apply({"params": params}, enc, batch["hist_mask"], codes, ~masked,
+                         method=DiffGRM.decode)
+    tok = step_lib.token_losses(logits, labels, 0.1)
+    return step_lib.reduce_loss(tok, jnp.asarray(masked), jnp.asarray(batch["weight"]), reduction)
+
+  # Change the label of digit 3 wherever no view of the row masks it.
+  never_masked = ~masked[:, :, 3].any(1)
+  assert never_masked.any()
+  labels2 = batch["target_sid"].copy()
+  labels2[never_masked, 3] = (labels2[never_masked, 3] + 1) % 16
+  for reduction in ("pooled", "view_mean"):
+    l1, g1 = jax.value_and_grad(loss)(params, batch["target_sid"], reduction)
+    l2, g2 = jax.value_and_grad(loss)(params, labels2, reduction)
+    assert float(l1) == float(l2)
+    jax.tree.map(np.testing.assert_array_equal, g1, g2)
+  # ... while changing a masked digit's label does change it.
+  labels3 = batch["target_sid"].copy()
+  labels3[:, 0] = (labels3[:, 0] + 1) % 16
+  assert float(loss(params, labels3, "pooled")) != float(loss(params, batch["target_sid"], "pooled"))
+
+
+def test_reductions_by_hand():
+  tok = jnp.array([[[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]])  # [1, 2 views, 4]
+  masked = jnp.array([[[True, False, False, False], [True, True, True, True]]])
+  w = jnp.ones(1)
+  # pooled: (1 + 5+6+7+8) / 5 masked tokens; view_mean: (1 + 26/4) / 2.
+  np.testing.assert_allclose(step_lib.reduce_loss(tok, masked, w, "pooled"), 27 / 5)
+  np.testing.assert_allclose(step_lib.reduce_loss(tok, masked, w, "view_mean"), (1 + 6.5) / 2)
+  # A weight-0 (padding) row changes nothing.
+  tok2 = jnp.concatenate([tok, 100 * jnp.ones_like(tok)])
+  masked2 = jnp.concatenate([masked, masked])
+  w2 = jnp.array([1.0, 0.0])
+  np.testing.assert_allclose(step_lib.reduce_loss(tok2, masked2, w2, "view_mean"), 7.5 / 2)
+  np.testing.assert_allclose(step_lib.reduce_loss(tok2, masked2, w2, "pooled"), 27 / 5)
+
+
+def test_schedule_warmup_then_cosine_to_zero(config):
+  config.optim.warmup_steps = 10
+  _, schedule = step_lib.make_optimizer(config, 100)
+  assert float(schedule(0)) == 0.0
+  np.testing.assert_allclose(float(schedule(5)), config.optim.lr / 2, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(10)), config.optim.lr, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(100)), 0.0, atol=1e-9)
+
+
+def run_losses(config, n_steps=3):
+  """Losses of a few train steps on random batches (any device count / mesh)."""
+  mesh = shard_lib.make_mesh(config)
+  model = model_lib.from_config(config)
+  tx, schedule = step_lib.make_optimizer(config, 10)
+  state, shardings = step_lib.init_state(model, tx, config, mesh)
+  bs = shard_lib.batch_sharding(config, mesh)
+  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  rng = np.random.default_rng(0)
+  losses = []
+  for _ in range(n_steps):
+    state, m = step(state, step_lib.to_global(random_batch(rng), bs))
+    losses.append(float(m["loss"]))
+  return losses
+
+
+_MULTI = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from test_train_step import run_losses
+from conftest import tiny_config
+out = {}
+for shape in [(8, 1), (4, 2), (2, 4)]:
+  c = tiny_config()
+  c.mesh.shape = shape
+  out[str(shape)] = run_losses(c)
+print("JSON" + json.dumps(out))
+"""
+
+
+def test_one_device_and_eight_fake_devices_agree():
+  single = run_losses(tiny_config())
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+             JAX_PLATFORMS="cpu")
+  res = subprocess.run([sys.executable, "-c", _MULTI, os.path.join(ROOT, "tests")], env=env,
+                       capture_output=True, text=True, timeout=600)
+  assert res.returncode == 0, res.stderr[-3000:]
+  multi = json.loads(res.stdout.split("JSON", 1)[1])
+  for shape, losses in multi.items():
+    np.testing.assert_allclose(losses, single, rtol=2e-5, err_msg=shape)
+  assert single[0] != single[-1]  # the steps really updated something
