@@ -15,8 +15,6 @@ Multi-process: every process computes the same global plan and yields its contig
 slice of batch_size // process_count rows of each global batch.
 """
 
-import functools
-
 import grain
 import numpy as np
 
@@ -83,6 +81,7 @@ class TrainLoader:
     self._edges = bucket_edges(buckets, data.train.hist.shape[1])
     which = assign_buckets(data.train.length, self._edges)
     self._members = [np.flatnonzero(which == b) for b in range(len(self._edges))]
+    self._plans = {}
     self.steps_per_epoch = int(sum(-(-len(m) // batch_size) for m in self._members))
     if self.steps_per_epoch == 0:
       raise DataError(f"dataset {data.name!r} has no training rows.")
@@ -90,9 +89,13 @@ class TrainLoader:
     self._dataset = ds.map_with_index(self._load)
     self._iter = iter(self._dataset)
 
-  @functools.lru_cache(maxsize=2)
   def plan(self, epoch: int):
     """(rows int64 [steps, batch_size] with -1 padding, bucket index [steps]) of an epoch."""
+    if epoch not in self._plans:
+      self._plans = {epoch: self._make_plan(epoch)}  # only the current epoch is kept
+    return self._plans[epoch]
+
+  def _make_plan(self, epoch: int):
     rng = np.random.default_rng([self._seed, epoch])
     rows, bucket = [], []
     for b, members in enumerate(self._members):
