@@ -54,7 +54,8 @@ def load(config) -> RawDataset:
   if source == "synthetic":
     return load_synthetic(config.data.synthetic, name=config.data.name)
   if source == "shared":
-    return load_shared(os.path.join(config.data.data_dir, config.data.name), config.data.name)
+    return load_shared(os.path.normpath(os.path.join(config.data.data_dir, config.data.name)),
+                       config.data.name)
   if source == "amazon2014":
     return load_amazon2014(config)
   raise DataError(f"config.data.source={source!r} is unknown: use 'synthetic', 'shared' or "
@@ -65,7 +66,7 @@ def input_files(config) -> list[str]:
   """The files a source reads (for the cache fingerprint); [] for synthetic."""
   d = config.data
   if d.source == "shared":
-    folder = os.path.join(d.data_dir, d.name)
+    folder = os.path.normpath(os.path.join(d.data_dir, d.name))
     return [os.path.join(folder, f"{d.name}.txt"),
             os.path.join(folder, "derived", "item_text.jsonl")]
   if d.source == "amazon2014":
