@@ -1,6 +1,5 @@
 """Semantic IDs: PCA fitted on training items only, collision-free mode, stats, caching."""
 
-import collections
 
 import ml_collections
 import numpy as np
