@@ -1,0 +1,228 @@
+"""Tests of diffgrm_jax.decoding: legality table, exhaustive references, batching."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from diffgrm_jax import decoding
+from diffgrm_jax.model import DiffGRM
+
+N, C = 4, 8
+
+
+def _model(kind="diffgrm", c=C):
+  return DiffGRM(n_digit=N, codebook_size=c, d_model=32, n_heads=2, n_enc_layers=1,
+                 n_dec_layers=1, n_inner=64, dropout=0.0, max_history_len=8, kind=kind)
+
+
+def _variables(model, seed):
+  """Random weights with std 0.5 so that log-probabilities are far from uniform (no ties)."""
+  l = 5
+  v = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, l, N), jnp.int32), jnp.ones((1, l), bool),
+                 jnp.zeros((1, 1, N), jnp.int32), jnp.zeros((1, 1, N), bool))
+  v = jax.tree.map(lambda x: x, __import__("flax").linen.meta.unbox(v))
+  leaves, tree = jax.tree.flatten(v)
+  keys = jax.random.split(jax.random.PRNGKey(seed + 1), len(leaves))
+  return jax.tree.unflatten(tree, [0.5 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+
+
+def _catalogue_sids(rng, n_items, c=C, n_collide=3):
+  sids = rng.integers(0, c, size=(n_items + 1, N))
+  sids[0] = 0
+  for _ in range(n_collide):  # collision groups: copy an item's SID onto another
+    a, b = rng.integers(1, n_items + 1, size=2)
+    sids[b] = sids[a]
+  return sids.astype(np.int32)
+
+
+def _history(rng, b, l=5, c=C):
+  hist = rng.integers(0, c, size=(b, l, N)).astype(np.int32)
+  lens = rng.integers(1, l + 1, size=b)
+  mask = np.arange(l)[None] < lens[:, None]
+  return jnp.asarray(hist), jnp.asarray(mask)
+
+
+def _subset_log_probs(model, variables, hist, mask, uniq):
+  """Per user: log_softmax for every legal SID and known-digit subset: [B, S, 2^N, N, C]."""
+  patterns = np.array([[(p >> d) & 1 for d in range(N)] for p in range(2 ** N)], bool)
+  codes = np.repeat(uniq, 2 ** N, axis=0)  # [S*16, N]
+  known = np.tile(patterns, (len(uniq), 1))
+  b = hist.shape[0]
+  enc = model.apply(variables, hist, mask, method=DiffGRM.encode)
+  logits = model.apply(variables, enc, mask, jnp.broadcast_to(codes, (b,) + codes.shape),
+                       jnp.broadcast_to(known, (b,) + known.shape), method=DiffGRM.decode)
+  lp = np.asarray(jax.nn.log_softmax(logits, -1))
+  return lp.reshape(b, len(uniq), 2 ** N, N, C)
+
+
+def _path_score(lp_s, sid, order):
+  """Sum over fill steps of log p(digit order[t] | digits order[:t] known)."""
+  total, pattern = 0.0, 0
+  for d in order:
+    total += lp_s[pattern, d, sid[d]]
+    pattern |= 1 << d
+  return total
+
+
+def _reference(model, variables, hist, mask, sids, strategy, greedy_last=False, order=None):
+  """Exhaustive numpy ranking of every legal SID: (scores [B, S] , uniq [S, N])."""
+  uniq = np.unique(sids[1:], axis=0)
+  lp = _subset_log_probs(model, variables, hist, mask, uniq)
+  perms = list(itertools.permutations(range(N)))
+  b, s = hist.shape[0], len(uniq)
+  scores = np.full((b, s), -np.inf)
+  for u in range(b):
+    for i in range(s):
+      if strategy == "confidence":  # best over every fill order
+        scores[u, i] = max(_path_score(lp[u, i], uniq[i], p) for p in perms)
+      else:
+        scores[u, i] = _path_score(lp[u, i], uniq[i], order)
+    if strategy == "confidence" and greedy_last:
+      # Every legal 3-digit partial (best order) completes by its legal argmax.
+      greedy = np.full(s, -np.inf)
+      for i in range(s):
+        for miss in range(N):
+          part = max(_path_score(lp[u, i], uniq[i], p[:N - 1]) for p in perms if p[-1] == miss)
+          others = [d for d in range(N) if d != miss]
+          match = np.all(uniq[:, others] == uniq[i, others], axis=1)
+          pat = sum(1 << d for d in others)
+          row = lp[u, i, pat, miss]
+          cands = np.flatnonzero(match)
+          j = cands[np.argmax(row[uniq[cands, miss]])]
+          greedy[j] = max(greedy[j], part + row[uniq[j, miss]])
+      scores[u] = greedy
+  return scores, uniq
+
+
+def _check_against_reference(pred, scores, valid, ref, uniq, k):
+  pred, scores, valid = map(np.asarray, (pred, scores, valid))
+  for u in range(len(ref)):
+    finite = np.isfinite(ref[u])
+    order = np.argsort(-ref[u], kind="stable")[:min(k, finite.sum())]
+    n_valid = len(order)
+    assert valid[u].sum() == n_valid
+    np.testing.assert_allclose(scores[u, :n_valid], ref[u, order], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(pred[u, :n_valid], uniq[order])
+
+
+@pytest.mark.parametrize("strategy,greedy_last", [
+    ("left_to_right", False), ("random", False), ("confidence", False), ("confidence", True)])
+def test_matches_exhaustive_enumeration(strategy, greedy_last):
+  rng = np.random.default_rng(0)
+  model = _model()
+  variables = _variables(model, 0)
+  sids = _catalogue_sids(rng, 20)
+  cat = decoding.Catalogue.from_sids(sids, C)
+  hist, mask = _history(rng, 3)
+  k = 10
+  dec = decoding.make_decoder(model, cat, strategy=strategy, beam=128, top_k=k,
+                              greedy_last=greedy_last, order_seed=3)
+  pred, scores, valid = jax.jit(dec)(variables, hist, mask)
+  ref, uniq = _reference(model, variables, hist, mask, sids, strategy, greedy_last,
+                         order=dec.order)
+  if strategy == "random":
+    assert dec.order != tuple(range(N))  # seed 3 draws a non-trivial order
+  _check_against_reference(pred, scores, valid, ref, uniq, k)
+
+
+def test_autoregressive_left_to_right_matches_enumeration():
+  rng = np.random.default_rng(1)
+  model = _model("autoregressive")
+  variables = _variables(model, 1)
+  sids = _catalogue_sids(rng, 20)
+  cat = decoding.Catalogue.from_sids(sids, C)
+  hist, mask = _history(rng, 2)
+  dec = decoding.make_decoder(model, cat, strategy="left_to_right", beam=128, top_k=10)
+  pred, scores, valid = jax.jit(dec)(variables, hist, mask)
+  uniq = np.unique(sids[1:], axis=0)
+  enc = model.apply(variables, hist, mask, method=DiffGRM.encode)
+  codes = jnp.broadcast_to(uniq, (2,) + uniq.shape)
+  lp = np.asarray(jax.nn.log_softmax(model.apply(
+      variables, enc, mask, codes, jnp.zeros(codes.shape, bool), method=DiffGRM.decode), -1))
+  ref = np.take_along_axis(lp, np.asarray(codes)[..., None], -1)[..., 0].sum(-1)
+  _check_against_reference(pred, scores, valid, ref, uniq, 10)
+  with pytest.raises(ValueError, match="left_to_right"):
+    decoding.make_decoder(model, cat, strategy="confidence", beam=8)
+
+
+def test_legal_mask_matches_brute_force():
+  rng = np.random.default_rng(2)
+  sids = _catalogue_sids(rng, 30)
+  cat = decoding.Catalogue.from_sids(sids, C)
+  items = sids[1:]
+  codes = rng.integers(0, C, size=(400, N))
+  codes[:200] = items[rng.integers(0, len(items), 200)]  # half are prefixes of real items
+  known = rng.random((400, N)) < 0.5
+  known[:, rng.integers(0, N)] = False
+  got = np.asarray(decoding.legal_mask(cat.tables(), jnp.asarray(codes), jnp.asarray(known), N, C))
+  for i in range(len(codes)):
+    match = np.all((items == codes[i]) | ~known[i], axis=1)
+    want = np.zeros((N, C), bool)
+    for d in np.flatnonzero(~known[i]):
+      want[d, items[match, d]] = True
+    np.testing.assert_array_equal(got[i], want)
+
+
+def test_never_returns_illegal_or_duplicate_sids():
+  c = 16
+  model = _model(c=c)
+  rng = np.random.default_rng(10)
+  configs = [("confidence", 4, False), ("confidence", 3, True), ("left_to_right", 5, False),
+             ("random", 2, False)]
+  cat0 = decoding.Catalogue.from_sids(_catalogue_sids(rng, 5, c=c), c)
+  # One compiled function per strategy; catalogues padded to one table size.
+  decoders = [(cfg, jax.jit(decoding.make_decoder(
+      model, cat0, strategy=cfg[0], beam=cfg[1], top_k=10, greedy_last=cfg[2], order_seed=1).apply))
+      for cfg in configs]
+  for trial in range(6):
+    variables = _variables(model, trial)
+    # Partial-prefix traps: few items, so most partial combinations have no completion.
+    sids = _catalogue_sids(rng, int(rng.integers(3, 25)), c=c, n_collide=2)
+    cat = decoding.Catalogue.from_sids(sids, c)
+    tables = cat.tables(n_keys=512)
+    legal = {tuple(s) for s in sids[1:]}
+    hist, mask = _history(rng, 4, c=c)
+    for cfg, dec in decoders:
+      pred, scores, valid = map(np.asarray, dec(variables, tables, hist, mask))
+      assert valid.any(axis=1).all(), cfg  # at least one legal SID always survives
+      for u in range(len(pred)):
+        got = [tuple(s) for s in pred[u][valid[u]]]
+        assert set(got) <= legal, cfg
+        assert len(set(got)) == len(got), cfg
+        assert np.all(np.diff(scores[u][valid[u]]) <= 0)
+        assert np.all(np.isfinite(scores[u][valid[u]])) and np.all(~np.isfinite(scores[u][~valid[u]]))
+
+
+@pytest.mark.parametrize("strategy", ["confidence", "left_to_right"])
+def test_batch_equals_one_user_at_a_time(strategy):
+  rng = np.random.default_rng(5)
+  model = _model(c=16)
+  variables = _variables(model, 5)
+  cat = decoding.Catalogue.from_sids(_catalogue_sids(rng, 60, c=16), 16)
+  hist, mask = _history(rng, 4, c=16)
+  dec = jax.jit(decoding.make_decoder(model, cat, strategy=strategy, beam=6,
+                                      step_beams=(4, 6, 6, 5), top_k=5))
+  pred, scores, valid = dec(variables, hist, mask)
+  for u in range(4):
+    p1, s1, v1 = dec(variables, hist[u:u + 1], mask[u:u + 1])
+    np.testing.assert_array_equal(p1[0], pred[u])
+    np.testing.assert_array_equal(v1[0], valid[u])
+    np.testing.assert_allclose(s1[0], scores[u], rtol=1e-5, atol=1e-5)
+
+
+def test_catalogue_groups_and_tie_rule():
+  sids = np.array([[0, 0, 0, 0], [1, 2, 3, 4], [5, 5, 5, 5], [1, 2, 3, 4], [1, 2, 3, 4]], np.int32)
+  pop = np.array([0, 1, 9, 5, 5])
+  cat = decoding.Catalogue.from_sids(sids, C, item_popularity=pop)
+  assert cat.n_sids == 2
+  assert cat.items_of([1, 2, 3, 4]) == [3, 4, 1]  # popularity desc, then item id
+  assert cat.items_of([5, 5, 5, 5]) == [2]
+  assert cat.items_of([7, 7, 7, 7]) == []
+  assert cat.items_of([1, 2, 3, 4]) == [3, 4, 1]
+  assert decoding.Catalogue.from_sids(sids, C).items_of([1, 2, 3, 4]) == [1, 3, 4]
+  pred = np.array([[[5, 5, 5, 5], [1, 2, 3, 4], [0, 0, 0, 0]]])
+  np.testing.assert_array_equal(cat.ranked_items(pred, np.array([[True, True, False]]), 3),
+                                [[2, 3, 4]])
