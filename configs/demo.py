@@ -19,6 +19,8 @@ def get_config():
   # A 600-item catalogue: 4 digits of 16 codes leave room for a unique SID per item.
   c.sid.codebook_size = 16
   c.sid.pca_dim = 32
+  # One faiss thread: identical SIDs on every machine (SIDs depend on the thread count).
+  c.sid.faiss_threads = 1
   c.model.d_model = 64
   c.model.n_heads = 2
   c.model.n_inner = 256
