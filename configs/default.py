@@ -182,18 +182,19 @@ def get_config():
   b.batch_size = 256
 
   # ---------------------------------------------------------------- parallelism
+  # See diffgrm_jax/sharding.py for what each axis does and launch/README.md for runs.
   c.mesh = ml_collections.ConfigDict()
-  # Mesh axis sizes in order; one may be -1 (= all remaining devices).
-  c.mesh.shape = (-1, 1)
-  # Mesh axis names, matching shape.
-  c.mesh.axes = ("data", "fsdp")
-  # Logical axis -> mesh axis (or None = replicated) rules for parameters/activations.
+  # Axis sizes in the order of `axes`; one may be -1 (the rest); sizes left off are 1.
+  c.mesh.shape = (-1, 1, 1)
+  # Mesh axis names: data (replicated params), fsdp (sharded params), tensor (split MLP/heads).
+  c.mesh.axes = ("data", "fsdp", "tensor")
+  # Logical axis -> mesh axis, tuple of axes, or None (replicated); 'batch' names the data-like axes.
   c.mesh.rules = (
       ("batch", ("data", "fsdp")),
       ("vocab", None),
       ("embed", "fsdp"),
-      ("mlp", None),
-      ("heads", None),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
       ("kv", None),
       ("pos", None),
   )

@@ -1,8 +1,18 @@
 """Mesh and logical-axis rules from the config; shardings for parameters and batches.
 
 Model code names logical axes only ('vocab', 'embed', 'mlp', 'heads', 'kv', 'pos');
-`config.mesh.rules` maps them to mesh axes. The batch is split over every mesh axis
-named in the 'batch' rule (data-like axes).
+`config.mesh.rules` maps them to mesh axes:
+
+  data    pure data parallelism: parameters replicated, the batch split.
+  fsdp    the batch split too, and every parameter (and its Adam moments) sharded
+          over its 'embed' dimension (ZeRO-3 style; XLA gathers a layer's weights
+          just before use and reduce-scatters its gradients).
+  tensor  optional: 'mlp' / 'heads' dimensions split (Megatron style); the batch is
+          replicated over it.
+
+The batch is split over every mesh axis named in the 'batch' rule (data-like axes).
+`mesh.shape` may list fewer sizes than `mesh.axes`; the axes left out have size 1, so
+`--config.mesh.shape=4,2` means data=4, fsdp=2, tensor=1.
 """
 
 import math
@@ -17,9 +27,13 @@ class ConfigError(ValueError):
   """A config value that cannot work; the message names the field."""
 
 
-def mesh_shape(shape, n_devices):
-  """Resolves one -1 entry in `shape` to the remaining devices; checks the product."""
+def mesh_shape(shape, n_devices, n_axes=None):
+  """Pads `shape` with 1s to `n_axes`, resolves one -1 to the remaining devices, checks the product."""
   shape = list(shape)
+  if n_axes is not None:
+    if len(shape) > n_axes:
+      raise ConfigError(f"mesh.shape={tuple(shape)} has more entries than mesh.axes ({n_axes})")
+    shape += [1] * (n_axes - len(shape))
   if shape.count(-1) > 1:
     raise ConfigError(f"mesh.shape={tuple(shape)}: at most one axis may be -1")
   known = math.prod(s for s in shape if s != -1)
@@ -34,20 +48,29 @@ def mesh_shape(shape, n_devices):
 
 
 def make_mesh(config, devices=None):
-  """Builds the mesh of `config.mesh` over `devices` (default: all devices)."""
+  """Builds the mesh of `config.mesh` over `devices` (default: all devices, all processes)."""
   devices = jax.devices() if devices is None else devices
   axes = tuple(config.mesh.axes)
-  if len(axes) != len(config.mesh.shape):
-    raise ConfigError(f"mesh.axes={axes} and mesh.shape={tuple(config.mesh.shape)} differ in length")
-  shape = mesh_shape(config.mesh.shape, len(devices))
+  if len(set(axes)) != len(axes):
+    raise ConfigError(f"mesh.axes={axes}: names must be distinct")
+  shape = mesh_shape(config.mesh.shape, len(devices), len(axes))
+  rules(config)  # fail early on a rule naming an axis the mesh lacks
   # Auto axes: annotate parameters and inputs, let XLA propagate the rest (GSPMD).
   return jax.make_mesh(shape, axes, axis_types=(jax.sharding.AxisType.Auto,) * len(axes),
                        devices=devices)
 
 
 def rules(config):
-  return tuple((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes)
-               for name, axes in config.mesh.rules)
+  """`config.mesh.rules` as (logical name, mesh axis | tuple of axes | None) pairs, checked."""
+  out = []
+  for name, axes in config.mesh.rules:
+    axes = tuple(axes) if isinstance(axes, (list, tuple)) else axes
+    for a in (axes if isinstance(axes, tuple) else (axes,)):
+      if a is not None and a not in tuple(config.mesh.axes):
+        raise ConfigError(f"mesh.rules maps {name!r} to mesh axis {a!r}, which is not in "
+                          f"mesh.axes={tuple(config.mesh.axes)}")
+    out.append((name, axes))
+  return tuple(out)
 
 
 def batch_axes(config, mesh):
@@ -76,3 +99,14 @@ def logical_to_sharding(tree, config, mesh):
 
 def replicated(mesh):
   return NamedSharding(mesh, P())
+
+
+def bytes_per_device(abstract, shardings):
+  """Largest number of bytes any one device holds of `abstract` (arrays or shape structs)
+  laid out by the matching `shardings`; computed from shard shapes, nothing is allocated."""
+  per_device = {}
+  for a, s in zip(jax.tree.leaves(abstract), jax.tree.leaves(shardings)):
+    n = math.prod(s.shard_shape(a.shape)) * np.dtype(a.dtype).itemsize
+    for d in s.device_set:
+      per_device[d] = per_device.get(d, 0) + n
+  return max(per_device.values(), default=0)
