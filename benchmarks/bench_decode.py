@@ -1,0 +1,135 @@
+"""Decoding throughput (users/s) and peak memory per strategy and beam width.
+
+Sports-recipe model size with random weights, a random 18,357-item catalogue with
+realistic collisions, and histories of a realistic length mix padded to buckets
+8/16/32/50. Each (strategy, beam) runs in its own process so peak RSS is its own.
+
+  python benchmarks/bench_decode.py                  # full table
+  python benchmarks/bench_decode.py --beams 32 --strategies confidence --users 128
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+N_ITEMS, N_DIGIT, CODEBOOK = 18357, 4, 256
+BUCKETS = (8, 16, 32, 50)
+
+
+def random_sids(rng, n_items=N_ITEMS, n_unique=15542, n_groups=1313):
+  """Random SID table with Sports-like collisions (15.5k unique SIDs, 1.3k groups)."""
+  uniq = set()
+  while len(uniq) < n_unique:
+    for s in rng.integers(0, CODEBOOK, size=(n_unique, N_DIGIT)):
+      uniq.add(tuple(s))
+      if len(uniq) == n_unique:
+        break
+  uniq = np.array(sorted(uniq), np.int32)
+  rng.shuffle(uniq)
+  groups = rng.choice(n_unique, n_groups, replace=False)
+  # Heavy-tailed group sizes: surplus items land on groups with Zipf-like weights.
+  w = 1.0 / np.arange(1, n_groups + 1) ** 0.9
+  extra = groups[rng.choice(n_groups, n_items - n_unique - n_groups, p=w / w.sum())]
+  rows = np.concatenate([uniq, uniq[groups], uniq[extra]])[: n_items]
+  rng.shuffle(rows)
+  return np.concatenate([np.zeros((1, N_DIGIT), np.int32), rows])
+
+
+def history_lengths(rng, n):
+  """Mean ~7, ~70% <= 8, long tail up to 50 (like the Sports test histories)."""
+  return np.minimum(4 + rng.geometric(0.28, size=n) - 1, 50)
+
+
+def run_one(strategy, beam, n_users, batch):
+  import jax
+  import jax.numpy as jnp
+  from flax.linen import meta
+
+  from diffgrm_jax import decoding
+  from diffgrm_jax.model import DiffGRM
+
+  rng = np.random.default_rng(0)
+  sids = random_sids(rng)
+  t0 = time.perf_counter()
+  cat = decoding.Catalogue.from_sids(sids, CODEBOOK)
+  build_s = time.perf_counter() - t0
+  model = DiffGRM(n_digit=N_DIGIT, codebook_size=CODEBOOK, d_model=256, n_heads=4,
+                  n_enc_layers=1, n_dec_layers=4, n_inner=1024, dropout=0.1)
+  variables = meta.unbox(model.init(
+      jax.random.PRNGKey(0), jnp.zeros((1, 8, N_DIGIT), jnp.int32), jnp.ones((1, 8), bool),
+      jnp.zeros((1, 1, N_DIGIT), jnp.int32), jnp.zeros((1, 1, N_DIGIT), bool)))
+  dec = decoding.make_decoder(model, cat, strategy=strategy, beam=beam, top_k=10)
+  fn = jax.jit(dec.apply)
+  tables = dec.tables
+
+  lens = history_lengths(rng, n_users)
+  bucket = np.array(BUCKETS)[np.searchsorted(BUCKETS, lens)]
+  batches = []
+  for lb in BUCKETS:
+    idx = np.flatnonzero(bucket == lb)
+    for s in range(0, len(idx), batch):
+      rows = idx[s:s + batch]
+      hist = rng.integers(0, CODEBOOK, size=(batch, lb, N_DIGIT)).astype(np.int32)
+      mask = np.arange(lb)[None] < np.pad(lens[rows], (0, batch - len(rows)))[:, None]
+      batches.append((len(rows), jnp.asarray(hist), jnp.asarray(mask)))
+  t0 = time.perf_counter()
+  for lb in sorted({b[1].shape[1] for b in batches}):  # compile every bucket shape first
+    b = next(b for b in batches if b[1].shape[1] == lb)
+    jax.block_until_ready(fn(variables, tables, b[1], b[2]))
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  for _, hist, mask in batches:
+    out = fn(variables, tables, hist, mask)
+  jax.block_until_ready(out)
+  secs = time.perf_counter() - t0
+  return dict(strategy=strategy, beam=beam, users=int(n_users), batch=batch,
+              users_per_s=n_users / secs, seconds=secs, compile_s=compile_s,
+              catalogue_build_s=build_s, n_keys=len(cat.keys),
+              table_mib=(cat.keys.nbytes + cat.bitsets.nbytes) / 2 ** 20,
+              peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--strategies", default="confidence,left_to_right,random")
+  p.add_argument("--beams", default="32,256")
+  p.add_argument("--users", type=int, default=0, help="users per run (0: 512 / beam-scaled)")
+  p.add_argument("--batch", type=int, default=0, help="users per batch (0: 8192 // beam)")
+  p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+  a = p.parse_args()
+  if a.one:
+    beam = int(a.beams)
+    batch = a.batch or max(8, 8192 // beam)
+    users = a.users or max(batch * 2, 16384 // beam)
+    print(json.dumps(run_one(a.strategies, beam, users, batch)))
+    return
+  rows = []
+  for beam in [int(b) for b in a.beams.split(",")]:
+    for strategy in a.strategies.split(","):
+      cmd = [sys.executable, __file__, "--one", "--strategies", strategy, "--beams", str(beam),
+             "--users", str(a.users), "--batch", str(a.batch)]
+      out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
+      if out.returncode:
+        sys.exit(out.stderr)
+      rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+      r = rows[-1]
+      print(f"{r['strategy']:>14} beam {r['beam']:>4}: {r['users_per_s']:7.1f} users/s  "
+            f"(batch {r['batch']}, {r['users']} users, compile {r['compile_s']:.0f} s)  "
+            f"peak RSS {r['peak_rss_gib']:.2f} GiB", flush=True)
+  r = rows[0]
+  print(f"\ncatalogue: {r['n_keys']} keys, {r['table_mib']:.1f} MiB, built in "
+        f"{r['catalogue_build_s']:.1f} s")
+  print("\n| strategy | beam | users/s | batch | peak RSS (GiB) |\n|---|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['strategy']} | {r['beam']} | {r['users_per_s']:.1f} | {r['batch']} | "
+          f"{r['peak_rss_gib']:.2f} |")
+
+
+if __name__ == "__main__":
+  main()
