@@ -46,6 +46,15 @@ def _layer_norm(name, dtype):
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)))
 
 
+def _fold_views(bias, n_views):
+  """Bias [B, *V(1s), H, Q, K] -> [B, H, 1, K] when it does not vary over views or queries."""
+  bias = jnp.asarray(bias)
+  if bias.ndim == 0:
+    return bias
+  assert all(s == 1 for s in bias.shape[1:1 + n_views]) and bias.shape[-2] == 1, bias.shape
+  return bias.reshape(bias.shape[0], *bias.shape[1 + n_views:])
+
+
 class Attention(nn.Module):
   """Multi-head attention without QKV bias.
 
@@ -57,6 +66,8 @@ class Attention(nn.Module):
   d_model: int
   dropout: float
   dtype: Any = jnp.float32
+  # Query lengths up to this use the fused multiply-and-reduce form (same numbers).
+  small_query_max: int = 16
 
   @nn.compact
   def __call__(self, x, kv, bias, deterministic):
@@ -71,13 +82,25 @@ class Attention(nn.Module):
     q = proj("query")(x) / jnp.sqrt(head_dim).astype(self.dtype)
     k = proj("key")(kv)
     v = proj("value")(kv)
-    # Insert singleton view axes into k/v so that they broadcast against the queries.
-    while k.ndim < q.ndim:
-      k = k[:, None]
-      v = v[:, None]
-    logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) + bias
-    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-    out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+    q_shape = q.shape
+    if kv.ndim < x.ndim:
+      # Shared keys/values: fold the view axes into the query axis, so each
+      # (row, head) is one [V*Q, K] matmul and k/v are never broadcast or copied.
+      q = q.reshape(q_shape[0], -1, *q_shape[-2:])
+      bias = _fold_views(bias, x.ndim - kv.ndim)
+    if q.shape[-3] <= self.small_query_max:
+      # Decoder queries are few (N, or V*N when folded): XLA on CPU runs a batched
+      # dot_general over [B, V, H] as thousands of tiny matmuls, several times slower
+      # than this fused multiply-and-reduce (benchmarks/bench_train.py).
+      logits = (q[..., :, None, :, :] * k[..., None, :, :, :]).sum(-1)
+      logits = jnp.moveaxis(logits, -1, -3).astype(jnp.float32) + bias
+      weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+      out = (jnp.moveaxis(weights, -3, -1)[..., None] * v[..., None, :, :, :]).sum(-3)
+    else:
+      logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) + bias
+      weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+      out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+    out = out.reshape(q_shape)
     out = nn.DenseGeneral(
         self.d_model, axis=(-2, -1), use_bias=True, dtype=self.dtype, name="out",
         kernel_init=nn.with_logical_partitioning(_normal(), ("heads", "kv", "embed")),

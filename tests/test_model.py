@@ -90,3 +90,18 @@ def test_sports_parameter_count_matches_spec():
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(shapes)))
   # SPEC §3: about 5.6M parameters for the Sports recipe.
   assert 5.3e6 < n < 5.9e6, n
+
+
+@pytest.mark.parametrize("shared_kv", [False, True])
+def test_attention_forms_agree(shared_kv):
+  from diffgrm_jax.model import Attention
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(3, 2, 4, 32)), jnp.float32)  # [B, V, Q, D]
+  kv = jnp.asarray(rng.normal(size=(3, 7, 32)), jnp.float32) if shared_kv else x
+  bias = (jnp.where(jnp.arange(7) < 5, 0.0, -1e9)[None, None, None, None, :]
+          if shared_kv else jnp.zeros((4, 4)))
+  fused = Attention(2, 32, 0.0, small_query_max=16)
+  einsum = Attention(2, 32, 0.0, small_query_max=0)
+  var = fused.init(jax.random.key(0), x, kv, bias, True)
+  np.testing.assert_allclose(fused.apply(var, x, kv, bias, True),
+                             einsum.apply(var, x, kv, bias, True), atol=1e-5)
