@@ -99,14 +99,14 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--strategies", default="confidence,left_to_right,random")
   p.add_argument("--beams", default="32,256")
-  p.add_argument("--users", type=int, default=0, help="users per run (0: 512 / beam-scaled)")
-  p.add_argument("--batch", type=int, default=0, help="users per batch (0: 8192 // beam)")
+  p.add_argument("--users", type=int, default=0, help="users per run (0: 32768 // beam)")
+  p.add_argument("--batch", type=int, default=0, help="users per batch (0: 2048 // beam, at least 8)")
   p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
   a = p.parse_args()
   if a.one:
     beam = int(a.beams)
-    batch = a.batch or max(8, 8192 // beam)
-    users = a.users or max(batch * 2, 16384 // beam)
+    batch = a.batch or max(8, 2048 // beam)
+    users = a.users or max(batch * 4, 32768 // beam)
     print(json.dumps(run_one(a.strategies, beam, users, batch)))
     return
   rows = []
