@@ -73,8 +73,7 @@ class Experiment:
 
   def popularity(self, split):
     s = getattr(self.data, split)
-    return metrics_lib.popularity_metrics(
-        self.data.item_train_counts, self.data.sids, s.target, ks=(5, 10))
+    return metrics_lib.popularity_baseline(self.data.item_train_counts, self.data.sids, s.target)
 
 
 class _Preempted:
