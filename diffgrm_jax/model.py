@@ -66,8 +66,6 @@ class Attention(nn.Module):
   d_model: int
   dropout: float
   dtype: Any = jnp.float32
-  # Query lengths up to this use the fused multiply-and-reduce form (same numbers).
-  small_query_max: int = 16
 
   @nn.compact
   def __call__(self, x, kv, bias, deterministic):
@@ -88,18 +86,9 @@ class Attention(nn.Module):
       # (row, head) is one [V*Q, K] matmul and k/v are never broadcast or copied.
       q = q.reshape(q_shape[0], -1, *q_shape[-2:])
       bias = _fold_views(bias, x.ndim - kv.ndim)
-    if q.shape[-3] <= self.small_query_max:
-      # Decoder queries are few (N, or V*N when folded): XLA on CPU runs a batched
-      # dot_general over [B, V, H] as thousands of tiny matmuls, several times slower
-      # than this fused multiply-and-reduce (benchmarks/bench_train.py).
-      logits = (q[..., :, None, :, :] * k[..., None, :, :, :]).sum(-1)
-      logits = jnp.moveaxis(logits, -1, -3).astype(jnp.float32) + bias
-      weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-      out = (jnp.moveaxis(weights, -3, -1)[..., None] * v[..., None, :, :, :]).sum(-3)
-    else:
-      logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) + bias
-      weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
-      out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+    logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) + bias
+    weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
     out = out.reshape(q_shape)
     out = nn.DenseGeneral(
         self.d_model, axis=(-2, -1), use_bias=True, dtype=self.dtype, name="out",
