@@ -21,14 +21,17 @@ from diffgrm_jax import reporting
 from diffgrm_jax import train as train_lib
 from diffgrm_jax import train_step as step_lib
 
-FLAGS = flags.FLAGS
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file the workdir was trained with; --config.<field>=... overrides.",
-    lock_config=True)
-flags.DEFINE_string("workdir", None, "Training workdir holding best/ (and checkpoints/).")
-flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to evaluate.")
-flags.DEFINE_integer("beam", None, "Beam width (default: decode.test_beam for test, decode.valid_beam for valid).")
-flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to restore.")
+def define_flags():
+  """The CLI's flags; defined only when run as a program."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Config file the workdir was trained with; --config.<field>=... overrides.",
+      lock_config=True)
+  flags.DEFINE_string("workdir", None, "Training workdir holding best/ (and checkpoints/).")
+  flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to evaluate.")
+  flags.DEFINE_integer("beam", None, "Beam width (default: decode.test_beam for test, "
+                       "decode.valid_beam for valid).")
+  flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to restore.")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def evaluate_workdir(config, workdir, split="test", beam=None, which="best", progress=True):
@@ -58,7 +61,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from diffgrm_jax import distributed
   distributed.maybe_initialize()
-  result = evaluate_workdir(_CONFIG.value, FLAGS.workdir, FLAGS.split, FLAGS.beam, FLAGS.checkpoint)
+  FLAGS = flags.FLAGS
+  result = evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.beam, FLAGS.checkpoint)
   if jax.process_index() == 0:
     print(reporting.format_table({f"{FLAGS.split} (step {result['step']})": result}))
     path = os.path.join(FLAGS.workdir, f"eval_{FLAGS.split}.json")
@@ -68,5 +72,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
+  define_flags()
   app.run(main)

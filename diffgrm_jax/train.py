@@ -5,7 +5,10 @@
 
 Rerunning the same command on the same workdir resumes from the latest checkpoint
 (parameters, optimiser, step, epoch, data-iterator position, early-stopping state;
-the step's randomness is a function of the step). SIGTERM saves and exits cleanly.
+the step's randomness is a function of the step), and ends bitwise equal to a run that
+was never interrupted. SIGTERM saves and exits cleanly (code 0). A non-finite loss or
+parameter stops with `TrainingError` before anything after the last good step is saved.
+Bad input ends the command with one line, `error: <message>`, and exit code 1.
 """
 
 import json
@@ -18,6 +21,7 @@ from absl import app
 from absl import flags
 from absl import logging
 import jax
+import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -50,13 +54,14 @@ class Experiment:
   def __init__(self, config, data=None, devices=None):
     config_checks.check_config(config)
     self.config = config
-    self.data = data if data is not None else data_lib.prepare_data(
-        config, verbose=jax.process_index() == 0)
-    config_checks.check_against_data(config, self.data)
+    # Mesh and device checks first: they fail in a second, data preparation may take minutes.
     self.mesh = shard_lib.make_mesh(config, devices)
     self.batch_sharding = shard_lib.batch_sharding(config, self.mesh)
     config_checks.check_against_devices(
         config, shard_lib.data_parallel_size(config, self.mesh), jax.process_count())
+    self.data = data if data is not None else data_lib.prepare_data(
+        config, verbose=jax.process_index() == 0)
+    config_checks.check_against_data(config, self.data)
     self.model = model_lib.from_config(config)
     self.catalogue = decoding.Catalogue.from_sids(
         self.data.sids, config.sid.codebook_size, item_popularity=self.data.item_train_counts)
@@ -98,6 +103,11 @@ class _Preempted:
       signal.signal(signal.SIGTERM, self._old)
 
 
+@jax.jit
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def train_and_evaluate(config, workdir, data=None, progress=True):
   """Trains (resuming if `workdir` has a checkpoint), validates, tests the best model.
 
@@ -105,9 +115,13 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
   """
   # ------------------------------------------------------------- setup
   t_start = time.time()
+  config_checks.check_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  # A workdir of another model fails here, before data preparation and compilation.
+  ckpt = checkpointing.Checkpoints(workdir, checkpointing.model_fingerprint(config))
+  ckpt.check_latest()
   exp = Experiment(config, data)
   c, is_main = config, jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
   loader = data_lib.train_loader(exp.data, batch_size=c.train.batch_size, seed=c.seed,
                                  buckets=tuple(c.data.length_buckets))
   steps_per_epoch = loader.steps_per_epoch
@@ -116,7 +130,6 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
     total_steps = min(total_steps, c.train.max_steps)
   # The schedule spans the whole run, so max_steps does not change the learning rates.
   tx, schedule = step_lib.make_optimizer(c, c.train.epochs * steps_per_epoch)
-  ckpt = checkpointing.Checkpoints(workdir, checkpointing.model_fingerprint(c))
   abstract, shardings = step_lib.abstract_state(exp.model, tx, c, exp.mesh)
 
   # ------------------------------------------------------------- state: resume or init
@@ -138,26 +151,38 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
   train_step = step_lib.make_train_step(exp.model, tx, schedule, c, shardings, exp.batch_sharding)
   writer = tb_writer.Writer(os.path.join(workdir, "tb"), enabled=is_main)
 
-  def save_latest():
-    ckpt.save_latest(step, state, dict(meta, step=step, loader=loader.get_state()))
+  def snapshot():
+    # Everything the loop needs to go on exactly: the loader position is that after the
+    # batch of the last finished step, since `step` counts finished steps.
+    return dict(meta, step=step, loader=loader.get_state())
+
+  def stop(what, at):
+    last = ckpt.latest.latest_step()
+    where = os.path.join(workdir, "checkpoints", str(last)) if last is not None else "none"
+    raise TrainingError(
+        f"{what} at step {at}; last good checkpoint: {where}; nothing after it was saved "
+        "(best/ is untouched); lower optim.lr or check the data, then rerun to resume")
+
+  def finish(pending):
+    """Checks and logs a dispatched step's metrics (one step late: this syncs with it)."""
+    s, m = pending
+    loss = float(m["loss"])
+    if not math.isfinite(loss):
+      stop(f"non-finite loss ({loss})", s)
+    if s % c.train.log_every_steps == 0:
+      writer.scalars(s, {f"train/{k}": float(v) for k, v in m.items()})
+
+  def check_state():
+    # The last step's loss was finite, but its update may not be (e.g. an absurd lr).
+    if not bool(_all_finite(state.params)):
+      stop("non-finite parameters", step - 1)
 
   # ------------------------------------------------------------- loop
   done = meta["stopped_early"] or step >= total_steps
   bar = tqdm(total=total_steps, initial=step, disable=not (progress and is_main),
              desc="train", unit="step", dynamic_ncols=True)
-  pending = None  # (step, metrics) of the last dispatched step, checked one step late
+  pending = None  # (step, metrics) of the last dispatched step, finished one step late
   rows_seen, t_rows = 0, time.time()
-
-  def check(pending):
-    s, m = pending
-    loss = float(m["loss"])
-    if not math.isfinite(loss):
-      last = ckpt.latest.latest_step()
-      raise TrainingError(
-          f"non-finite loss ({loss}) at step {s}; last good checkpoint: "
-          f"{os.path.join(workdir, 'checkpoints', str(last)) if last is not None else 'none'}. "
-          "Nothing after it was saved; lower optim.lr or check the data.")
-    return m
 
   with _Preempted() as preempted:
     while not done:
@@ -165,9 +190,7 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
       epoch, step_in_epoch = int(batch["epoch"]), int(batch["step_in_epoch"])
       state, m = train_step(state, step_lib.to_global(batch, exp.batch_sharding))
       if pending is not None:
-        prev = check(pending)
-        if pending[0] % c.train.log_every_steps == 0:
-          writer.scalars(pending[0], {f"train/{k}": float(v) for k, v in prev.items()})
+        finish(pending)
       pending = (step, m)
       step += 1
       rows_seen += int(batch["weight"].sum()) * jax.process_count()
@@ -180,7 +203,9 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
       end_of_epoch = step_in_epoch == steps_per_epoch - 1
       meta["epoch"] = epoch + 1 if end_of_epoch else epoch
       if end_of_epoch:
-        check(pending)
+        finish(pending)
+        pending = None
+        check_state()
         ep = epoch + 1  # 1-based count of finished epochs
         if ep >= c.train.eval_start_epoch and (ep - c.train.eval_start_epoch) % c.train.eval_every_epochs == 0:
           val = exp.evaluate(state.params, "valid", c.decode.valid_beam, progress=False)
@@ -189,7 +214,7 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
           meta["history"].append({"epoch": ep, "step": step, "score": score, **val})
           if score > meta["best_score"]:  # strictly greater (SPEC §4)
             meta.update(best_score=score, best_step=step, best_epoch=ep, bad_evals=0)
-            ckpt.save_best(step, state, dict(meta, step=step, loader=loader.get_state()))
+            ckpt.save_best(step, state, snapshot())
           else:
             meta["bad_evals"] += 1
           if is_main:
@@ -201,8 +226,11 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
       done = meta["stopped_early"] or step >= total_steps
       every = c.train.checkpoint_every_steps
       if end_of_epoch or done or (every and step % every == 0) or preempted.flag:
-        check(pending)
-        save_latest()
+        if pending is not None:
+          finish(pending)
+          pending = None
+          check_state()
+        ckpt.save_latest(step, state, snapshot())
       if preempted.flag and not done:
         bar.close()
         writer.close()
@@ -250,11 +278,14 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
   return summary
 
 
-FLAGS = flags.FLAGS
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file, e.g. configs/demo.py; override fields with --config.<field>=...",
-    lock_config=True)
-flags.DEFINE_string("workdir", None, "Folder for checkpoints, logs and summary.json (resumes if it has a checkpoint).")
+def define_flags():
+  """The CLI's flags; defined only when run as a program, so importing is side-effect free."""
+  config_flags.DEFINE_config_file(
+      "config", None, "Config file, e.g. configs/demo.py; override fields with --config.<field>=...",
+      lock_config=True)
+  flags.DEFINE_string("workdir", None,
+                      "Folder for checkpoints, logs and summary.json (resumes if it has a checkpoint).")
+  flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
@@ -262,9 +293,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   from diffgrm_jax import distributed
   distributed.maybe_initialize()
-  train_and_evaluate(_CONFIG.value, FLAGS.workdir)
+  train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  define_flags()
+  app.run(config_checks.one_line_errors(main, TrainingError))
