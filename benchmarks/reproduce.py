@@ -13,8 +13,10 @@ baseline on the same SIDs instead of training. `benchmarks/render_results.py` tu
 the files into the README's results table.
 """
 
+import gzip
 import hashlib
 import json
+import pickle
 import os
 import sys
 import time
@@ -35,6 +37,10 @@ flags.DEFINE_bool("popularity", False, "Record the popularity baseline instead o
 flags.DEFINE_string("results_dir", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                     "Folder of the <dataset>.jsonl files.")
 flags.DEFINE_string("label", "", "Free-text label stored with the row (e.g. 'cpu budget').")
+flags.DEFINE_string("export_prepared", None, "Write the prepared data (splits + SIDs) to this "
+                    ".pkl.gz and exit: prepare on one host, train on another.")
+flags.DEFINE_string("prepared", None, "Train on a file written by --export_prepared instead of "
+                    "preparing (no raw data or faiss needed).")
 FLAGS = flags.FLAGS
 
 
@@ -59,8 +65,17 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
   t0 = time.time()
-  if FLAGS.popularity:
+  if FLAGS.prepared:
+    with gzip.open(FLAGS.prepared, "rb") as f:
+      data = pickle.load(f)
+  else:
     data = data_lib.prepare_data(config)
+  if FLAGS.export_prepared:
+    with gzip.open(FLAGS.export_prepared, "wb") as f:
+      pickle.dump(data, f)
+    print(f"wrote {FLAGS.export_prepared}")
+    return
+  if FLAGS.popularity:
     row = {"dataset": data.name, "model_kind": "popularity", "masking": None, "decoding": None,
            "epochs_run": 0,
            "valid": metrics_lib.popularity_baseline(data.item_train_counts, data.sids, data.valid.target),
@@ -68,7 +83,7 @@ def main(argv):
   else:
     if not FLAGS.workdir:
       raise app.UsageError("--workdir is required unless --popularity")
-    s = train_lib.train_and_evaluate(config, FLAGS.workdir)
+    s = train_lib.train_and_evaluate(config, FLAGS.workdir, data=data)
     if s.get("preempted"):
       print("preempted: rerun the same command to resume; nothing recorded")
       return

@@ -15,7 +15,6 @@ weakest digit is re-assigned to its nearest free code.
 import collections
 import math
 
-import faiss
 import numpy as np
 
 from diffgrm_jax.data.errors import DataError
@@ -66,6 +65,8 @@ def quantize(x: np.ndarray, fit_rows: np.ndarray, n_digit: int, codebook_size: i
   if len(train) < codebook_size:
     raise DataError(f"dataset too small: {len(train)} training items for codebooks of "
                     f"{codebook_size} codes; lower sid.codebook_size.")
+  # Imported here: loading a cached SID table (e.g. on an accelerator host) needs no faiss.
+  import faiss  # pylint: disable=g-import-not-at-top
   faiss.omp_set_num_threads(int(threads))
   opq = faiss.OPQMatrix(dim, n_digit)
   opq_pq = faiss.ProductQuantizer(dim, n_digit, nbits)
