@@ -1,0 +1,92 @@
+"""Render benchmarks/results/*.jsonl as the README's results table (Markdown).
+
+  python benchmarks/render_results.py            # print the table
+  python benchmarks/render_results.py --write    # replace the block between the markers in README.md
+
+Each row is one run recorded by benchmarks/reproduce.py; the paper's numbers (SPEC §7)
+are listed beside them for the same dataset.
+"""
+
+import argparse
+import glob
+import json
+import os
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+README = os.path.join(HERE, "..", "README.md")
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+# Test split, SID level (SPEC §7): R@5, N@5, R@10, N@10.
+PAPER = {
+    "Sports_and_Outdoors": {"TIGER": (.0264, .0181, .0400, .0225), "RPG": (.0314, .0216, .0463, .0263),
+                            "DiffGRM (paper)": (.0363, .0245, .0550, .0305)},
+    "Beauty": {"TIGER": (.0454, .0321, .0648, .0384), "RPG": (.0550, .0381, .0809, .0464),
+               "DiffGRM (paper)": (.0603, .0414, .0876, .0502)},
+    "Toys_and_Games": {"TIGER": (.0521, .0371, .0712, .0432), "RPG": (.0592, .0401, .0869, .0490),
+                       "DiffGRM (paper)": (.0618, .0455, .0834, .0524)},
+}
+COLS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+
+
+def _name(row):
+  if row["model_kind"] == "popularity":
+    return "popularity"
+  if row["model_kind"] == "autoregressive":
+    return "autoregressive (left-to-right)"
+  return f"DIFF_GRM {row['masking']} + {row['decoding']}"
+
+
+def _command(row):
+  args = [f"--config={row.get('config_file')}"] + list(row.get("overrides", []))
+  if row["model_kind"] == "popularity":
+    args.append("--popularity")
+  return "`python benchmarks/reproduce.py " + " ".join(args) + "`"
+
+
+def render(results_dir=os.path.join(HERE, "results")):
+  out = []
+  for path in sorted(glob.glob(os.path.join(results_dir, "*.jsonl"))):
+    dataset = os.path.basename(path)[:-len(".jsonl")]
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    out.append(f"**{dataset}** (test split; SID level = the paper's metric, item level beside it)\n")
+    out.append("| run | budget | device | epochs | SID R@5 | N@5 | R@10 | N@10 | item R@10 | item N@10 |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+      t = r["test"]
+      device = f"{r['device_count']}x {r['device_kind']}" if r["model_kind"] != "popularity" else "-"
+      out.append(f"| {_name(r)} | {r.get('label', '')} | {device} | {r.get('epochs_run', 0)} | "
+                 + " | ".join(f"{t[f'sid/{c}']:.4f}" for c in COLS)
+                 + f" | {t['item/recall@10']:.4f} | {t['item/ndcg@10']:.4f} |")
+    for name, vals in PAPER.get(dataset, {}).items():
+      out.append(f"| {name} | published | - | - | " + " | ".join(f"{v:.4f}" for v in vals) + " | - | - |")
+    out.append("\nCommands:\n")
+    seen = set()
+    for r in rows:
+      cmd = _command(r)
+      if cmd not in seen:
+        seen.add(cmd)
+        out.append(f"- {_name(r)} ({r.get('label', '')}): {cmd}")
+    out.append("")
+  return "\n".join(out)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--write", action="store_true", help="update README.md between the markers")
+  args = parser.parse_args()
+  table = render()
+  if not args.write:
+    print(table)
+    return
+  text = open(README).read()
+  if BEGIN not in text or END not in text:
+    raise SystemExit(f"README.md lacks the markers {BEGIN} ... {END}")
+  head, rest = text.split(BEGIN, 1)
+  _, tail = rest.split(END, 1)
+  with open(README, "w") as f:
+    f.write(head + BEGIN + "\n" + table + "\n" + END + tail)
+  print("README.md updated")
+
+
+if __name__ == "__main__":
+  main()
