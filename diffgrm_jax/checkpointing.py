@@ -8,14 +8,24 @@ Layout:
 early-stopping state, validation history and a fingerprint of the model config, so a
 workdir cannot silently be resumed with a different model. Orbax writes each step to
 a temporary folder and renames it when complete, so a kill during a save leaves the
-previous checkpoint restorable.
+previous checkpoint restorable: a half-written step stays a
+`<step>.orbax-checkpoint-tmp-<time>` folder that `latest_step()` ignores and the next
+training run deletes.
+
+Every failure to read a checkpoint is a `CheckpointError` whose one-line message names
+the folder and says what to do.
 """
 
 import hashlib
 import json
 import os
+import shutil
 
+import jax
 import orbax.checkpoint as ocp
+
+# Name part of the folder orbax writes a step to before renaming it when complete.
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
 class CheckpointError(RuntimeError):
@@ -32,22 +42,44 @@ def model_fingerprint(config):
   return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _manager(path, max_to_keep):
+def _first_line(e):
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _remove_unfinished_saves(path):
+  # Done here, not by orbax's cleanup_tmp_directories: that runs in a thread which
+  # `close()` does not wait for, so a program ending early (e.g. on a config error)
+  # crashes in it at interpreter shutdown.
+  if jax.process_index() == 0 and os.path.isdir(path):
+    for name in os.listdir(path):
+      if TMP_SUFFIX in name:
+        shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+
+
+def _manager(path, max_to_keep, create):
+  if create:
+    _remove_unfinished_saves(path)
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=True, enable_async_checkpointing=False,
-      cleanup_tmp_directories=True)
+      max_to_keep=max_to_keep, create=create, enable_async_checkpointing=False)
   return ocp.CheckpointManager(os.path.abspath(path), options=options,
                                item_names=("state", "meta"))
 
 
 class Checkpoints:
-  """The two managers of a workdir."""
+  """The two managers of a workdir.
 
-  def __init__(self, workdir, fingerprint):
+  `create=False` (evaluation) neither creates folders nor deletes unfinished saves.
+  """
+
+  def __init__(self, workdir, fingerprint, create=True):
     self.workdir = workdir
     self.fingerprint = fingerprint
-    self.latest = _manager(os.path.join(workdir, "checkpoints"), 2)
-    self.best = _manager(os.path.join(workdir, "best"), 1)
+    if not create and not os.path.isdir(workdir):
+      raise CheckpointError(f"workdir {os.path.abspath(workdir)} does not exist; "
+                            "pass the --workdir a training run wrote")
+    self.latest = _manager(os.path.join(workdir, "checkpoints"), 2, create)
+    self.best = _manager(os.path.join(workdir, "best"), 1, create)
 
   def _save(self, mgr, step, state, meta):
     meta = dict(meta, fingerprint=self.fingerprint)
@@ -59,28 +91,56 @@ class Checkpoints:
     self._save(self.latest, step, state, meta)
 
   def save_best(self, step, state, meta):
+    """Saves the best state; a step already saved (a run killed after its best save
+    repeats it on resume, bitwise the same) is kept as it is."""
+    if self.best.latest_step() == int(step):
+      return
     self._save(self.best, step, state, meta)
 
-  def _restore(self, mgr, abstract_state, what):
+  def _unreadable(self, where, step, mgr, e):
+    older = [s for s in mgr.all_steps() if s < step]
+    hint = (f"delete {where} to resume from step {max(older)}" if older
+            else f"delete {where} or use a fresh --workdir")
+    return CheckpointError(f"checkpoint {where} is unreadable ({_first_line(e)}); {hint}")
+
+  def _meta(self, mgr, what):
+    """(step, folder, meta) of the manager's latest step, or None; checks the fingerprint."""
     step = mgr.latest_step()
     if step is None:
       return None
     where = os.path.join(mgr.directory, str(step))
     try:
       meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+      assert isinstance(meta, dict), f"meta is {type(meta).__name__}, not a JSON object"
     except Exception as e:  # orbax raises many types for damaged files
-      raise CheckpointError(f"{what} checkpoint {where} is unreadable: {e}") from e
+      raise self._unreadable(where, step, mgr, e) from e
     if meta.get("fingerprint") != self.fingerprint:
       raise CheckpointError(
           f"{what} checkpoint {where} was written with a different model config "
           f"(fingerprint {meta.get('fingerprint')} != {self.fingerprint}); "
           "use a fresh --workdir or the config it was trained with")
+    return step, where, meta
+
+  def _restore(self, mgr, abstract_state, what):
+    found = self._meta(mgr, what)
+    if found is None:
+      return None
+    step, where, meta = found
     try:
       state = mgr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state)))["state"]
     except Exception as e:
-      raise CheckpointError(f"{what} checkpoint {where} is unreadable: {e}") from e
+      raise self._unreadable(where, step, mgr, e) from e
     return state, meta
+
+  def check_latest(self):
+    """Meta of the latest checkpoint (None if there is none), read before any heavy work so
+    a workdir of another model fails fast."""
+    found = self._meta(self.latest, "latest")
+    return None if found is None else found[2]
+
+  def best_step(self):
+    return self.best.latest_step()
 
   def restore_latest(self, abstract_state):
     """(state, meta) of the latest checkpoint, or None if there is none."""

@@ -1,9 +1,56 @@
-"""Config checks run before any work, each failing with a one-line message naming the field."""
+"""Config checks run before any work, each failing with a one-line message naming the field,
+and the wrapper that turns the project's user-facing errors into that one line on the CLI."""
 
+import functools
 import math
 
+from absl import app
+from absl import flags
+
+from diffgrm_jax.checkpointing import CheckpointError
+from diffgrm_jax.data.errors import DataError
 from diffgrm_jax.masking import STRATEGIES
 from diffgrm_jax.sharding import ConfigError
+
+# Errors whose message is meant for the user: a CLI prints it, not a traceback.
+USER_ERRORS = (ConfigError, DataError, CheckpointError)
+
+
+def _one_line(text):
+  return " ".join(str(text).split())
+
+
+def _parse_flags(argv):
+  """absl's flag parsing, with its errors (and ml_collections' unknown-field errors, which
+  absl shows as a traceback) as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # e.g. a value of the wrong type
+    raise SystemExit(f"error: {_one_line(e)}") from None
+  except (AttributeError, KeyError) as e:  # ml_collections: an override naming no field
+    inner = e.args[0] if e.args and isinstance(e.args[0], BaseException) else e
+    text = inner.args[0] if inner.args and isinstance(inner.args[0], str) else str(inner)
+    key = text.splitlines()[0].strip("'\"") if text else ""
+    bad = [a.split("=")[0] for a in argv[1:]
+           if a.startswith("--config.") and key in a.split("=")[0].split(".")[1:]]
+    where = f"{bad[0]}: " if bad else ""
+    text = text.replace("\nDid you mean", "; did you mean")
+    raise SystemExit(f"error: {where}no such config field {_one_line(text)}") from None
+
+
+def run_cli(main, *more_errors):
+  """`app.run(main)`, but a user-facing error (bad flag, config, data or checkpoint, and
+  `more_errors`) ends the program with `error: <message>` on one line of stderr and exit
+  code 1 instead of a traceback."""
+
+  @functools.wraps(main)
+  def wrapped(argv):
+    try:
+      return main(argv)
+    except USER_ERRORS + more_errors as e:
+      raise SystemExit(f"error: {_one_line(e)}") from None
+
+  app.run(wrapped, flags_parser=_parse_flags)
 
 DECODE_STRATEGIES = ("confidence", "left_to_right", "random")
 

@@ -17,6 +17,7 @@ import jax
 from ml_collections import config_flags
 
 from diffgrm_jax import checkpointing
+from diffgrm_jax import config_checks
 from diffgrm_jax import reporting
 from diffgrm_jax import train as train_lib
 from diffgrm_jax import train_step as step_lib
@@ -36,18 +37,23 @@ def define_flags():
 
 def evaluate_workdir(config, workdir, split="test", beam=None, which="best", progress=True):
   """Restores a checkpoint of `workdir` and returns its metrics on `split`."""
-  exp = train_lib.Experiment(config)
-  # Only the parameter shapes matter for a restore; the step count is irrelevant.
-  tx, _ = step_lib.make_optimizer(config, 1)
-  abstract, _ = step_lib.abstract_state(exp.model, tx, config, exp.mesh)
-  ckpt = checkpointing.Checkpoints(workdir, checkpointing.model_fingerprint(config))
-  restored = ckpt.restore_best(abstract) if which == "best" else ckpt.restore_latest(abstract)
-  ckpt.close()
-  if restored is None:
-    raise checkpointing.CheckpointError(
-        f"no {which} checkpoint in {os.path.abspath(workdir)}; train first "
-        f"(python -m diffgrm_jax.train --config=... --workdir={workdir})")
-  state, meta = restored
+  config_checks.check_config(config)
+  # Read-only: evaluation neither creates folders nor deletes a run's unfinished saves.
+  ckpt = checkpointing.Checkpoints(workdir, checkpointing.model_fingerprint(config), create=False)
+  try:
+    mgr = ckpt.best if which == "best" else ckpt.latest
+    if mgr.latest_step() is None:  # before data preparation, which may take minutes
+      raise checkpointing.CheckpointError(
+          f"no {which} checkpoint in {os.path.abspath(workdir)}; train first "
+          f"(python -m diffgrm_jax.train --config=... --workdir={workdir})")
+    exp = train_lib.Experiment(config)
+    # Only the parameter shapes matter for a restore; the step count is irrelevant.
+    tx, _ = step_lib.make_optimizer(config, 1)
+    abstract, _ = step_lib.abstract_state(exp.model, tx, config, exp.mesh)
+    state, meta = (ckpt.restore_best(abstract) if which == "best"
+                   else ckpt.restore_latest(abstract))
+  finally:
+    ckpt.close()
   if beam is None:
     beam = config.decode.test_beam if split == "test" else config.decode.valid_beam
   result = exp.evaluate(state.params, split, beam, progress=progress)
@@ -73,4 +79,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(main)
+  config_checks.run_cli(main)

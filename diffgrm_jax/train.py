@@ -19,7 +19,6 @@ import time
 
 from absl import app
 from absl import flags
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,12 +112,19 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
 
   Returns the summary dict that is also written to WORKDIR/summary.json.
   """
-  # ------------------------------------------------------------- setup
-  t_start = time.time()
   config_checks.check_config(config)
   os.makedirs(workdir, exist_ok=True)
-  # A workdir of another model fails here, before data preparation and compilation.
   ckpt = checkpointing.Checkpoints(workdir, checkpointing.model_fingerprint(config))
+  try:  # closing the managers also on errors: their threads must not outlive the program
+    return _train_and_evaluate(config, workdir, ckpt, data, progress)
+  finally:
+    ckpt.close()
+
+
+def _train_and_evaluate(config, workdir, ckpt, data, progress):
+  # ------------------------------------------------------------- setup
+  t_start = time.time()
+  # A workdir of another model fails here, before data preparation and compilation.
   ckpt.check_latest()
   exp = Experiment(config, data)
   c, is_main = config, jax.process_index() == 0
@@ -137,7 +143,8 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
   if restored is not None:
     state, meta = restored
     loader.set_state(meta["loader"])
-    logging.info("resumed from step %d (epoch %d)", meta["step"], meta["epoch"])
+    if jax.process_index() == 0:
+      print(f"resumed from step {meta['step']} (epoch {meta['epoch']}) of {workdir}")
   else:
     state, _ = step_lib.init_state(exp.model, tx, c, exp.mesh)
     meta = {"step": 0, "epoch": 0, "best_score": -math.inf, "best_step": None,
@@ -193,7 +200,7 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
         finish(pending)
       pending = (step, m)
       step += 1
-      rows_seen += int(batch["weight"].sum()) * jax.process_count()
+      rows_seen += int(np.count_nonzero(batch["weight"])) * jax.process_count()
       bar.update(1)
       if step % 10 == 0 or step == total_steps:
         rate = rows_seen / max(time.time() - t_rows, 1e-9)
@@ -234,7 +241,6 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
       if preempted.flag and not done:
         bar.close()
         writer.close()
-        ckpt.close()
         if is_main:
           print(f"SIGTERM: saved step {step} in {workdir}; rerun the same command to resume")
         return {"preempted": True, "step": step}
@@ -267,7 +273,6 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
   }
   writer.scalars(step, {f"test/{k}": v for k, v in summary["test"].items()})
   writer.close()
-  ckpt.close()
   if is_main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=1)
@@ -298,4 +303,4 @@ def main(argv):
 
 if __name__ == "__main__":
   define_flags()
-  app.run(config_checks.one_line_errors(main, TrainingError))
+  config_checks.run_cli(main, TrainingError)
