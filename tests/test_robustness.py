@@ -359,6 +359,10 @@ def test_cli_bad_input_is_one_line_error(reference, cache, tmp_path):
           _cmd("train", cache, wd) + ["--config.train.batch_sise=4"],
           r'error: --config\.train\.batch_sise: no such config field \'batch_sise\'; '
           r'did you mean "batch_size" instead of "batch_sise"\?'),
+      "wrong type": (
+          _cmd("train", cache, wd, train__batch_size="abc"),
+          r"error: flag --config\.train\.batch_size=abc: invalid literal for int\(\) with "
+          r"base 10: 'abc'"),
       "beam below top_k": (
           _cmd("train", cache, wd, decode__valid_beam=3),
           r"error: decode\.valid_beam=3 is smaller than decode\.top_k=10"),
@@ -421,6 +425,8 @@ def test_impossible_values_are_config_errors(cache, data):
       (dict(**{"decode.test_beam": 5}), r"decode\.test_beam=5 is smaller than decode\.top_k=10"),
       (dict(**{"decode.step_beams": (10, 10, 10, 4)}),
        r"decode\.step_beams\[-1\]=4 is smaller than decode\.top_k=10"),
+      (dict(**{"model.d_model": 30, "model.n_heads": 4}),
+       r"model\.d_model=30 is not divisible by model\.n_heads=4"),
   ]
   for changes, pattern in cases:
     with pytest.raises(ConfigError, match=pattern):
@@ -434,3 +440,14 @@ def test_impossible_values_are_config_errors(cache, data):
   with pytest.raises(ConfigError, match=r"train\.batch_size=36 is not divisible by the 8 "
                                         r"data-parallel devices \(1 processes\)"):
     config_checks.check_against_devices(_tiny_config(cache, **{"train.batch_size": 36}), 8)
+
+
+def test_best_saved_again_at_the_same_step_is_kept(tmp_path):
+  """A run killed between its best and latest saves repeats that best save on resume."""
+  import jax.numpy as jnp
+  from diffgrm_jax import checkpointing
+  ckpt = checkpointing.Checkpoints(str(tmp_path), "fp")
+  ckpt.save_best(9, {"w": jnp.ones(3)}, {"step": 9})
+  ckpt.save_best(9, {"w": jnp.ones(3)}, {"step": 9})  # orbax alone: StepAlreadyExistsError
+  ckpt.close()
+  assert _steps(str(tmp_path / "best")) == [9]
