@@ -143,7 +143,7 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
   if restored is not None:
     state, meta = restored
     loader.set_state(meta["loader"])
-    if jax.process_index() == 0:
+    if is_main:
       print(f"resumed from step {meta['step']} (epoch {meta['epoch']}) of {workdir}")
   else:
     state, _ = step_lib.init_state(exp.model, tx, c, exp.mesh)
