@@ -22,9 +22,14 @@ def _one_line(text):
 
 def _parse_flags(argv):
   """absl's flag parsing, with its errors (and ml_collections' unknown-field errors, which
-  absl shows as a traceback) as one line."""
+  absl shows as a traceback) as one line; logs at WARNING unless --verbosity says otherwise."""
   try:
-    return flags.FLAGS(argv)
+    argv = flags.FLAGS(argv)
+    # WARNING and above unless --verbosity is given: absl's default (INFO) lets orbax and
+    # jax bury the program's own output and errors under hundreds of lines.
+    if flags.FLAGS["verbosity"].using_default_value:
+      flags.FLAGS.verbosity = -1
+    return argv
   except flags.Error as e:  # e.g. a value of the wrong type
     raise SystemExit(f"error: {_one_line(e)}") from None
   except (AttributeError, KeyError) as e:  # ml_collections: an override naming no field
