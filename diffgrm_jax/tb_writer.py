@@ -6,8 +6,10 @@ from tensorboardX import SummaryWriter
 class Writer:
   """Scalar writer that is a no-op when disabled (non-zero processes)."""
 
-  def __init__(self, logdir, enabled=True):
-    self._w = SummaryWriter(logdir) if enabled else None
+  def __init__(self, logdir, enabled=True, resume_step=None):
+    # purge_step hides events a killed run wrote after its last checkpoint, so a resumed
+    # run's curves have no duplicated stretch.
+    self._w = SummaryWriter(logdir, purge_step=resume_step) if enabled else None
 
   def scalars(self, step, values):
     if self._w is None:

@@ -156,7 +156,8 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
           f"{total_steps} steps; devices: {jax.device_count()} ({jax.devices()[0].platform}), "
           f"mesh {dict(exp.mesh.shape)}")
   train_step = step_lib.make_train_step(exp.model, tx, schedule, c, shardings, exp.batch_sharding)
-  writer = tb_writer.Writer(os.path.join(workdir, "tb"), enabled=is_main)
+  writer = tb_writer.Writer(os.path.join(workdir, "tb"), enabled=is_main,
+                            resume_step=step if restored is not None else None)
 
   def snapshot():
     # Everything the loop needs to go on exactly: the loader position is that after the
