@@ -35,6 +35,31 @@ def random_batch(rng, batch_size=16, length=8, n_digit=4, codebook=16):
   }
 
 
+def train_random_steps(config, mesh, n_steps=3, process_index=0, process_count=1):
+  """`n_steps` train steps on seeded random global batches; returns (losses, final state).
+
+  With several processes each feeds its contiguous slice of every global batch, so any
+  mesh or process count sees the same global data.
+  """
+  from diffgrm_jax import model as model_lib
+  from diffgrm_jax import sharding as shard_lib
+  from diffgrm_jax import train_step as step_lib
+  model = model_lib.from_config(config)
+  tx, schedule = step_lib.make_optimizer(config, 10)
+  state, shardings = step_lib.init_state(model, tx, config, mesh)
+  bs = shard_lib.batch_sharding(config, mesh)
+  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  rng = np.random.default_rng(0)
+  per = config.train.batch_size // process_count
+  mine = slice(process_index * per, (process_index + 1) * per)
+  losses = []
+  for _ in range(n_steps):
+    batch = random_batch(rng, batch_size=config.train.batch_size)
+    state, m = step(state, step_lib.to_global({k: v[mine] for k, v in batch.items()}, bs))
+    losses.append(float(m["loss"]))
+  return losses, state
+
+
 @pytest.fixture
 def config():
   return tiny_config()

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from conftest import ROOT, random_batch, tiny_config
+from conftest import ROOT, tiny_config, train_random_steps
 
 N_STEPS = 3
 N_PROC = 2
@@ -34,24 +34,7 @@ def small_config():
 
 def train(config, mesh, process_index=0, process_count=1):
   """N_STEPS steps on the same global batches; returns (losses, final state)."""
-  from diffgrm_jax import model as model_lib
-  from diffgrm_jax import sharding as shard_lib
-  from diffgrm_jax import train_step as step_lib
-  model = model_lib.from_config(config)
-  tx, schedule = step_lib.make_optimizer(config, 10)
-  state, shardings = step_lib.init_state(model, tx, config, mesh)
-  bs = shard_lib.batch_sharding(config, mesh)
-  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
-  rng = np.random.default_rng(0)
-  per = config.train.batch_size // process_count
-  mine = slice(process_index * per, (process_index + 1) * per)
-  losses = []
-  for _ in range(N_STEPS):
-    batch = random_batch(rng, batch_size=config.train.batch_size)
-    local = {k: v[mine] for k, v in batch.items()}
-    state, m = step(state, step_lib.to_global(local, bs))
-    losses.append(float(m["loss"]))
-  return losses, state
+  return train_random_steps(config, mesh, N_STEPS, process_index, process_count)
 
 
 def worker(workdir):

@@ -36,7 +36,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import jax
 import numpy as np
-from conftest import random_batch, tiny_config
+from conftest import tiny_config, train_random_steps
 from diffgrm_jax import model as model_lib, sharding as shard_lib, train_step as step_lib
 
 def small_config(shape):
@@ -48,18 +48,7 @@ def small_config(shape):
   return c
 
 def losses(c, devices, n_steps=2):
-  mesh = shard_lib.make_mesh(c, devices)
-  model = model_lib.from_config(c)
-  tx, schedule = step_lib.make_optimizer(c, 10)
-  state, shardings = step_lib.init_state(model, tx, c, mesh)
-  bs = shard_lib.batch_sharding(c, mesh)
-  step = step_lib.make_train_step(model, tx, schedule, c, shardings, bs)
-  rng = np.random.default_rng(0)
-  out = []
-  for _ in range(n_steps):
-    state, m = step(state, step_lib.to_global(random_batch(rng), bs))
-    out.append(float(m["loss"]))
-  return out
+  return train_random_steps(c, shard_lib.make_mesh(c, devices), n_steps)[0]
 
 spec = lambda s: [list(a) if isinstance(a, tuple) else a for a in s.spec]
 out = {"single": losses(small_config((1,)), jax.devices()[:1]), "losses": {}, "specs": {}}

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import ROOT, random_batch, tiny_config
+from conftest import ROOT, random_batch, tiny_config, train_random_steps
 from diffgrm_jax import model as model_lib
 from diffgrm_jax import sharding as shard_lib
 from diffgrm_jax import train_step as step_lib
@@ -77,18 +77,7 @@ def test_schedule_warmup_then_cosine_to_zero(config):
 
 def run_losses(config, n_steps=3):
   """Losses of a few train steps on random batches (any device count / mesh)."""
-  mesh = shard_lib.make_mesh(config)
-  model = model_lib.from_config(config)
-  tx, schedule = step_lib.make_optimizer(config, 10)
-  state, shardings = step_lib.init_state(model, tx, config, mesh)
-  bs = shard_lib.batch_sharding(config, mesh)
-  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
-  rng = np.random.default_rng(0)
-  losses = []
-  for _ in range(n_steps):
-    state, m = step(state, step_lib.to_global(random_batch(rng), bs))
-    losses.append(float(m["loss"]))
-  return losses
+  return train_random_steps(config, shard_lib.make_mesh(config), n_steps)[0]
 
 
 _MULTI = r"""
