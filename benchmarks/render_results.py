@@ -38,8 +38,7 @@ def _name(row):
 
 def _command(row):
   args = [f"--config={row.get('config_file')}"] + list(row.get("overrides", []))
-  if row["model_kind"] == "popularity":
-    args.append("--popularity")
+  args.append("--popularity" if row["model_kind"] == "popularity" else "--workdir=DIR")
   return "`python benchmarks/reproduce.py " + " ".join(args) + "`"
 
 
