@@ -253,6 +253,12 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
     final_params, best_meta = best[0].params, best[1]
   else:  # no validation ran (e.g. eval_start_epoch beyond the run): use the last state
     final_params, best_meta = state.params, {"step": step, "epoch": meta["epoch"]}
+  # The best checkpoint was chosen by a validation decode with these very params and
+  # beam: reuse its metrics instead of decoding the validation split again.
+  valid = next(({k: v for k, v in h.items() if k not in ("epoch", "step", "score")}
+                for h in meta["history"] if h["step"] == best_meta.get("step")), None)
+  if valid is None:
+    valid = exp.evaluate(final_params, "valid", c.decode.valid_beam, progress=progress)
   summary = {
       "dataset": exp.data.name,
       "model_kind": c.model.kind,
@@ -264,7 +270,7 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
       "stopped_early": meta["stopped_early"],
       "best_step": best_meta.get("step"),
       "best_epoch": best_meta.get("best_epoch", best_meta.get("epoch")),
-      "valid": exp.evaluate(final_params, "valid", c.decode.valid_beam, progress=progress),
+      "valid": valid,
       "test": exp.evaluate(final_params, "test", c.decode.test_beam, progress=progress),
       "popularity": {"valid": exp.popularity("valid"), "test": exp.popularity("test")},
       "history": meta["history"],
