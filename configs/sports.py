@@ -23,6 +23,8 @@ def get_config(arg=None):
   config.data.name = "Sports_and_Outdoors"
   # ---------------------------------------------------------------- embeddings
   config.embedding.source = "auto"
+  # An epoch takes seconds on a GPU: save the latest checkpoint every 5 epochs, not each.
+  config.train.checkpoint_every_epochs = 5
   if arg == "cpu":
     # Reduced budget for a 2-core CPU (about 25 minutes per run, benchmarks/reproduce.py):
     # a half-width model (d 128, n_inner 512), 2 decoder layers, batch 256, 2 epochs,
@@ -33,6 +35,7 @@ def get_config(arg=None):
     config.model.n_dec_layers = 2
     config.train.batch_size = 256
     config.train.epochs = 2
+    config.train.checkpoint_every_epochs = 1
     config.train.eval_start_epoch = 1000
     config.optim.warmup_steps = 500
     config.decode.valid_beam = 32

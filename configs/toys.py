@@ -26,4 +26,6 @@ def get_config():
   c.optim.lr = 0.003
   c.masking.label_smoothing = 0.15
   c.train.eval_start_epoch = 10
+  # An epoch takes seconds on a GPU: save the latest checkpoint every 5 epochs, not each.
+  c.train.checkpoint_every_epochs = 5
   return c

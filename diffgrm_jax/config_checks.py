@@ -102,6 +102,10 @@ def check_config(config):
                       f"decode.top_k={b.top_k}")
   if t.batch_size < 1 or t.epochs < 1:
     raise ConfigError(f"train.batch_size={t.batch_size} and train.epochs={t.epochs} must be >= 1")
+  if t.checkpoint_every_epochs < 1:
+    raise ConfigError(f"train.checkpoint_every_epochs={t.checkpoint_every_epochs}: must be >= 1")
+  if t.time_limit_s < 0:
+    raise ConfigError(f"train.time_limit_s={t.time_limit_s}: must be >= 0 (0: no limit)")
 
 
 def check_against_devices(config, data_parallel, process_count=1):

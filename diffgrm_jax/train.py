@@ -8,6 +8,13 @@ Rerunning the same command on the same workdir resumes from the latest checkpoin
 the step's randomness is a function of the step), and ends bitwise equal to a run that
 was never interrupted. SIGTERM saves and exits cleanly (code 0). A non-finite loss or
 parameter stops with `TrainingError` before anything after the last good step is saved.
+`train.time_limit_s` ends training early but otherwise normally: the best checkpoint is
+tested and the summary says `stopped_by_time_limit`.
+
+Host work per step is kept off the device's critical path: a step's loss is read one step
+late (so the host never waits for the step it just dispatched), a new best state is copied
+on device and written with the next latest checkpoint, and `summary.json` breaks the wall
+time down (`timing`) so a slow run shows where its time went.
 Bad input ends the command with one line, `error: <message>`, and exit code 1.
 """
 
@@ -121,9 +128,16 @@ def train_and_evaluate(config, workdir, data=None, progress=True):
     ckpt.close()
 
 
+def _copy_state(state):
+  # The train step donates its input state, so a state kept for later needs its own buffers.
+  return jax.tree.map(jnp.copy, state)
+
+
 def _train_and_evaluate(config, workdir, ckpt, data, progress):
   # ------------------------------------------------------------- setup
   t_start = time.time()
+  timing = {"setup_s": 0.0, "train_loop_s": 0.0, "valid_s": 0.0, "checkpoint_s": 0.0,
+            "final_eval_s": 0.0}
   # A workdir of another model fails here, before data preparation and compilation.
   ckpt.check_latest()
   exp = Experiment(config, data)
@@ -171,14 +185,26 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
         f"{what} at step {at}; last good checkpoint: {where}; nothing after it was saved "
         "(best/ is untouched); lower optim.lr or check the data, then rerun to resume")
 
+  last_loss = [math.nan]  # of the last finished step, for the progress bar
+
   def finish(pending):
     """Checks and logs a dispatched step's metrics (one step late: this syncs with it)."""
     s, m = pending
     loss = float(m["loss"])
     if not math.isfinite(loss):
       stop(f"non-finite loss ({loss})", s)
+    last_loss[0] = loss
     if s % c.train.log_every_steps == 0:
       writer.scalars(s, {f"train/{k}": float(v) for k, v in m.items()})
+
+  best_pending = []  # [(step, state copy, meta)] of a new best not yet on disk
+
+  def save_latest():
+    t = time.time()
+    if best_pending:  # first, so a latest checkpoint never names a best that is not on disk
+      ckpt.save_best(*best_pending.pop())
+    ckpt.save_latest(step, state, snapshot())
+    timing["checkpoint_s"] += time.time() - t
 
   def check_state():
     # The last step's loss was finite, but its update may not be (e.g. an absurd lr).
@@ -191,6 +217,9 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
              desc="train", unit="step", dynamic_ncols=True)
   pending = None  # (step, metrics) of the last dispatched step, finished one step late
   rows_seen, t_rows = 0, time.time()
+  time_up = False
+  timing["setup_s"] = time.time() - t_start
+  t_loop = time.time()
 
   with _Preempted() as preempted:
     while not done:
@@ -205,7 +234,7 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
       bar.update(1)
       if step % 10 == 0 or step == total_steps:
         rate = rows_seen / max(time.time() - t_rows, 1e-9)
-        bar.set_postfix(epoch=epoch + 1, loss=f"{float(m['loss']):.4f}", rows_s=f"{rate:.0f}")
+        bar.set_postfix(epoch=epoch + 1, loss=f"{last_loss[0]:.4f}", rows_s=f"{rate:.0f}")
         writer.scalars(step, {"train/rows_per_s": rate})
         rows_seen, t_rows = 0, time.time()
       end_of_epoch = step_in_epoch == steps_per_epoch - 1
@@ -216,13 +245,15 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
         check_state()
         ep = epoch + 1  # 1-based count of finished epochs
         if ep >= c.train.eval_start_epoch and (ep - c.train.eval_start_epoch) % c.train.eval_every_epochs == 0:
+          t_val = time.time()
           val = exp.evaluate(state.params, "valid", c.decode.valid_beam, progress=False)
+          timing["valid_s"] += time.time() - t_val
           score = selection_score(val)
           writer.scalars(step, {f"valid/{k}": v for k, v in val.items()} | {"valid/score": score})
           meta["history"].append({"epoch": ep, "step": step, "score": score, **val})
           if score > meta["best_score"]:  # strictly greater (SPEC §4)
             meta.update(best_score=score, best_step=step, best_epoch=ep, bad_evals=0)
-            ckpt.save_best(step, state, snapshot())
+            best_pending[:] = [(step, _copy_state(state), snapshot())]
           else:
             meta["bad_evals"] += 1
           if is_main:
@@ -231,14 +262,17 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
                        f"(best {meta['best_score']:.4f} @ epoch {meta['best_epoch']})")
           if meta["bad_evals"] >= c.train.patience:
             meta["stopped_early"] = True
-      done = meta["stopped_early"] or step >= total_steps
+      if c.train.time_limit_s and time.time() - t_start >= c.train.time_limit_s:
+        time_up = True
+      done = meta["stopped_early"] or step >= total_steps or time_up
       every = c.train.checkpoint_every_steps
-      if end_of_epoch or done or (every and step % every == 0) or preempted.flag:
+      epoch_save = end_of_epoch and (epoch + 1) % c.train.checkpoint_every_epochs == 0
+      if epoch_save or done or (every and step % every == 0) or preempted.flag:
         if pending is not None:
           finish(pending)
           pending = None
           check_state()
-        ckpt.save_latest(step, state, snapshot())
+        save_latest()
       if preempted.flag and not done:
         bar.close()
         writer.close()
@@ -246,8 +280,13 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
           print(f"SIGTERM: saved step {step} in {workdir}; rerun the same command to resume")
         return {"preempted": True, "step": step}
   bar.close()
+  timing["train_loop_s"] = time.time() - t_loop - timing["valid_s"] - timing["checkpoint_s"]
+  if time_up and is_main:
+    print(f"train.time_limit_s={c.train.time_limit_s} reached at step {step} "
+          f"(epoch {meta['epoch']}): testing the best checkpoint")
 
   # ------------------------------------------------------------- final evaluation
+  t_final = time.time()
   best = ckpt.restore_best(abstract)
   if best is not None:
     final_params, best_meta = best[0].params, best[1]
@@ -268,16 +307,21 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
       "steps": step,
       "epochs_run": meta["epoch"],
       "stopped_early": meta["stopped_early"],
+      "stopped_by_time_limit": time_up,
       "best_step": best_meta.get("step"),
       "best_epoch": best_meta.get("best_epoch", best_meta.get("epoch")),
       "valid": valid,
       "test": exp.evaluate(final_params, "test", c.decode.test_beam, progress=progress),
       "popularity": {"valid": exp.popularity("valid"), "test": exp.popularity("test")},
       "history": meta["history"],
+  }
+  timing["final_eval_s"] = time.time() - t_final
+  summary.update({
+      "timing": timing,
       "wall_time_s": time.time() - t_start,
       "devices": f"{jax.device_count()}x {jax.devices()[0].device_kind}",
       "jax_version": jax.__version__,
-  }
+  })
   writer.scalars(step, {f"test/{k}": v for k, v in summary["test"].items()})
   writer.close()
   if is_main:

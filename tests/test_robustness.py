@@ -128,16 +128,22 @@ def _checkpoint(path):
   return [np.asarray(x) for x in jax.tree.leaves(state)], meta
 
 
-def _assert_same_run(ref, other):
-  """Same summary (but wall time) and bitwise-equal latest and best checkpoints."""
+def _assert_same_run(ref, other, latest=None):
+  """Same summary (but times) and bitwise-equal latest and best checkpoints; `latest`: the
+  latest steps to compare when the runs saved at different steps."""
   summaries = []
   for wd in (ref, other):
     with open(os.path.join(wd, "summary.json")) as f:
-      summaries.append({k: v for k, v in json.load(f).items() if k != "wall_time_s"})
+      summaries.append({k: v for k, v in json.load(f).items()
+                        if k not in ("wall_time_s", "timing")})
   assert summaries[0] == summaries[1]
   for sub in ("checkpoints", "best"):
     steps = _steps(os.path.join(ref, sub))
-    assert _steps(os.path.join(other, sub)) == steps, sub
+    if sub == "checkpoints" and latest is not None:
+      assert set(latest) <= set(steps) and set(latest) <= set(_steps(os.path.join(other, sub)))
+      steps = latest
+    else:
+      assert _steps(os.path.join(other, sub)) == steps, sub
     for s in steps:
       (a, meta_a), (b, meta_b) = (_checkpoint(os.path.join(wd, sub, str(s))) for wd in (ref, other))
       assert meta_a == meta_b, f"{sub}/{s} meta differs"
@@ -224,6 +230,62 @@ def test_sigterm_saves_exits_zero_and_rerun_resumes(reference, cache, tmp_path):
   assert f"resumed from step {step} " in rerun.stdout, _tail(rerun.stdout)
   assert not os.path.exists(half)
   _assert_same_run(reference, wd)
+
+
+def test_time_limit_then_rerun_with_sparse_saves_ends_bitwise_equal(reference, cache, tmp_path):
+  """train.time_limit_s stops after the first step and still tests; the rerun resumes,
+  saves only every 2nd epoch (so a best found at epoch 1 waits in memory for the step-18
+  save) and ends as the reference did."""
+  wd = str(tmp_path / "run")
+  first = _ok(_run(_cmd("train", cache, wd, train__time_limit_s=1e-6)))
+  assert "train.time_limit_s=1e-06 reached at step 1 (epoch 0)" in first.stdout, _tail(first.stdout)
+  with open(os.path.join(wd, "summary.json")) as f:
+    summary = json.load(f)
+  assert summary["stopped_by_time_limit"] and summary["steps"] == 1
+  assert summary["test"]["n_users"] == 100 and summary["history"] == []
+  assert _steps(os.path.join(wd, "checkpoints")) == [1] and _steps(os.path.join(wd, "best")) == []
+
+  rerun = _ok(_run(_cmd("train", cache, wd, train__checkpoint_every_steps=0,
+                        train__checkpoint_every_epochs=2)))
+  assert "resumed from step 1 " in rerun.stdout, _tail(rerun.stdout)
+  with open(os.path.join(wd, "summary.json")) as f:
+    summary = json.load(f)
+  assert not summary["stopped_by_time_limit"] and summary["steps"] == TOTAL_STEPS
+  assert set(summary["timing"]) == {"setup_s", "train_loop_s", "valid_s", "checkpoint_s",
+                                    "final_eval_s"}
+  assert _steps(os.path.join(wd, "checkpoints")) == [1, 18]
+  _assert_same_run(reference, wd, latest=[18])
+
+
+# The first validation (epoch 1, step 9) scores best; later ones score lower.
+_FIRST_IS_BEST_CHILD = """
+import itertools, sys
+sys.path[:0] = ["tests"]
+import test_robustness as t
+from diffgrm_jax import train as train_lib
+scores = itertools.count(0, -1)
+train_lib.selection_score = lambda m: float(next(scores))
+train_lib.train_and_evaluate(t._tiny_config(sys.argv[1], **{
+    "train.checkpoint_every_steps": 0, "train.checkpoint_every_epochs": 2}), sys.argv[2],
+    progress=False)
+"""
+
+
+def test_best_kept_in_memory_is_written_with_the_next_save(cache, tmp_path):
+  """With saves every 2nd epoch, the epoch-1 best is written at step 18 with its own
+  (step-9) state, not the state it was overwritten with since."""
+  at9 = str(tmp_path / "at9")  # max_steps leaves the schedule alone: the same step-9 state
+  _ok(_run(_cmd("train", cache, at9, train__max_steps=9, train__eval_start_epoch=99)))
+  wd = str(tmp_path / "run")
+  _ok(_run([sys.executable, "-c", _FIRST_IS_BEST_CHILD, cache, wd]))
+  assert _steps(os.path.join(wd, "checkpoints")) == [18]
+  assert _steps(os.path.join(wd, "best")) == [9]
+  (best, best_meta), (ref, _) = (_checkpoint(os.path.join(wd, "best", "9")),
+                                 _checkpoint(os.path.join(at9, "checkpoints", "9")))
+  assert best_meta["step"] == 9 and best_meta["best_step"] == 9
+  assert all(np.array_equal(x, y) for x, y in zip(best, ref)) and len(best) == len(ref)
+  with open(os.path.join(wd, "summary.json")) as f:
+    assert json.load(f)["best_step"] == 9
 
 
 # ------------------------------------------------------------------ checkpoint files
