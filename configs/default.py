@@ -183,6 +183,9 @@ def get_config():
   # confidence: fill the last digit greedily per beam (the released code) instead of
   # keeping the global top-B to the end.
   b.greedy_last = False
+  # Normalise each fill step's log-probabilities over the legal codes only (codes that keep
+  # the partial SID a catalogue item's) instead of all C codes (the released code).
+  b.renormalize_legal = False
   # random: seed of the one digit order drawn for the run.
   b.order_seed = 42
   # Recommendations returned per user (metrics use K = 5, 10).

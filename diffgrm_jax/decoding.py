@@ -27,6 +27,11 @@ The merge looks at the best W * N candidates, which is enough for exactness (a p
 with n known digits has at most n parents, n <= N). Fixed orders cannot produce
 duplicates. Finished SIDs are therefore unique.
 
+Scores normalise each step over all C codes, as the released code does. With
+`renormalize` they normalise over the legal codes only, so a beam's score is the chain
+log-probability among catalogue SIDs: probability mass on codes that lead to no item,
+which differs between beams, then no longer lowers a beam's score.
+
 Legality (`Catalogue`): every partial SID with at most N-1 known digits that matches a
 catalogue item is a key `pattern << ((N-1)*bits) | known codes packed in digit order`
 (uint32; `pattern` = bitmask of known digits, `bits` = bits per code) in one sorted
@@ -233,6 +238,7 @@ class Decoder:
   order: tuple  # digit filled at each step (fixed-order strategies)
   top_k: int
   greedy_last: bool
+  renormalize: bool = False
 
   def __post_init__(self):
     # Built eagerly: under an outer jit they are concrete arrays, not tracers.
@@ -246,12 +252,17 @@ class Decoder:
     enc = model.apply(variables, hist_sids, hist_mask, method=DiffGRM.encode)
     b = hist_sids.shape[0]
 
-    def log_probs(codes, known):  # [B, W, N] -> [B, W, N, C]
-      logits = model.apply(variables, enc, hist_mask, codes, known, method=DiffGRM.decode)
-      return jax.nn.log_softmax(logits, axis=-1)
-
     def legal(codes, known):
       return legal_mask(tables, codes, known, n, c)
+
+    def log_probs(codes, known):  # [B, W, N] -> [B, W, N, C]
+      logits = model.apply(variables, enc, hist_mask, codes, known, method=DiffGRM.decode)
+      if not self.renormalize:
+        return jax.nn.log_softmax(logits, axis=-1)
+      ok = legal(codes, known)  # the same as the caller's: XLA computes it once
+      # A (beam, digit) with no legal code (e.g. a known digit) stays all -inf, not NaN.
+      return jnp.where(ok, jax.nn.log_softmax(jnp.where(ok, logits, -jnp.inf), axis=-1),
+                       -jnp.inf)
 
     zeros = jnp.zeros((b, 1, n), jnp.int32)
     none = jnp.zeros((b, 1, n), bool)
@@ -342,7 +353,7 @@ def digit_order(strategy, n_digit, order_seed=42):
 
 
 def make_decoder(model, catalogue, *, strategy, beam, step_beams=None, top_k=10,
-                 greedy_last=False, order_seed=42):
+                 greedy_last=False, order_seed=42, renormalize=False):
   """Builds `fn(variables, hist_sids, hist_mask) -> (pred_sids, scores, valid)`.
 
   hist_sids int32 [B, L, N], hist_mask bool [B, L] -> pred_sids int32 [B, K, N],
@@ -350,7 +361,8 @@ def make_decoder(model, catalogue, *, strategy, beam, step_beams=None, top_k=10,
   (False where fewer than K legal SIDs were found; those rows are zeros / -inf).
   `beam`: width of every step for confidence, and of every fixed-order step unless
   `step_beams` (one width per fill step) is given. Autoregressive models need
-  left_to_right. The result is jit-compatible (and `Decoder.apply` takes the tables
+  left_to_right. `renormalize`: normalise each step over the legal codes (see the
+  module docstring). The result is jit-compatible (and `Decoder.apply` takes the tables
   as an argument for jitting with explicit shardings).
   """
   if strategy not in STRATEGIES:
@@ -369,4 +381,4 @@ def make_decoder(model, catalogue, *, strategy, beam, step_beams=None, top_k=10,
   if min(widths) < 1 or top_k < 1:
     raise ValueError(f"beam widths and top_k must be >= 1, got {widths}, {top_k}")
   return Decoder(model, catalogue, strategy, widths, digit_order(strategy, n, order_seed),
-                 int(top_k), bool(greedy_last))
+                 int(top_k), bool(greedy_last), bool(renormalize))

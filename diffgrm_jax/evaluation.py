@@ -17,16 +17,17 @@ _DECODERS = {}  # (model, id(catalogue), settings) -> (catalogue, jitted decode,
 
 
 def decoder_fn(model, catalogue, *, strategy, beam, step_beams=None, top_k=10,
-               greedy_last=False, order_seed=42, mesh=None):
+               greedy_last=False, order_seed=42, mesh=None, renormalize=False):
   """Cached `(fn, tables)`: `fn(variables, tables, hist_sids, hist_mask)` is the jitted
   `decoding.Decoder.apply` (compiled once per input shape), `tables` its legality
   tables (replicated over `mesh` when given)."""
   settings = (strategy, int(beam), tuple(step_beams) if step_beams else None, int(top_k),
-              bool(greedy_last), int(order_seed))
+              bool(greedy_last), int(order_seed), bool(renormalize))
   key = (model, id(catalogue), settings)
   if key not in _DECODERS or _DECODERS[key][0] is not catalogue:
     dec = decoding.make_decoder(model, catalogue, strategy=strategy, beam=beam,
                                 step_beams=step_beams, top_k=top_k, greedy_last=greedy_last,
+                                renormalize=renormalize,
                                 order_seed=order_seed)
     if len(_DECODERS) >= 8:
       _DECODERS.clear()
@@ -38,7 +39,7 @@ def decoder_fn(model, catalogue, *, strategy, beam, step_beams=None, top_k=10,
 
 
 def evaluate(variables, model, catalogue, batches, *, strategy, beam, step_beams=None, top_k=10,
-             greedy_last=False, order_seed=42, mesh=None, batch_sharding=None,
+             greedy_last=False, order_seed=42, renormalize=False, mesh=None, batch_sharding=None,
              progress=True, n_batches=None):
   """Decodes `batches` and returns metrics as Python floats.
 
@@ -51,7 +52,8 @@ def evaluate(variables, model, catalogue, batches, *, strategy, beam, step_beams
   if top_k < max(metrics.KS):
     raise ValueError(f"decode top_k={top_k} is smaller than the metrics' K={max(metrics.KS)}")
   fn, tables = decoder_fn(model, catalogue, strategy=strategy, beam=beam, step_beams=step_beams,
-                          top_k=top_k, greedy_last=greedy_last, order_seed=order_seed, mesh=mesh)
+                          top_k=top_k, greedy_last=greedy_last, order_seed=order_seed, mesh=mesh,
+                          renormalize=renormalize)
   sid_r, item_r, weights = [], [], []
   bar = tqdm(batches, total=n_batches, desc=f"decode {strategy} beam {beam}", unit="batch",
              disable=not progress or jax.process_index() != 0, leave=False)

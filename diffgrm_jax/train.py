@@ -79,7 +79,8 @@ class Experiment:
     return evaluation.evaluate(
         {"params": params}, self.model, self.catalogue, batches, strategy=c.decode.strategy,
         beam=beam, step_beams=tuple(c.decode.step_beams) or None, top_k=c.decode.top_k,
-        greedy_last=c.decode.greedy_last, order_seed=c.decode.order_seed, mesh=self.mesh,
+        greedy_last=c.decode.greedy_last, order_seed=c.decode.order_seed,
+        renormalize=c.decode.renormalize_legal, mesh=self.mesh,
         batch_sharding=self.batch_sharding, progress=progress and jax.process_index() == 0)
 
   def popularity(self, split):

@@ -45,8 +45,9 @@ def _history(rng, b, l=5, c=C):
   return jnp.asarray(hist), jnp.asarray(mask)
 
 
-def _subset_log_probs(model, variables, hist, mask, uniq):
-  """Per user: log_softmax for every legal SID and known-digit subset: [B, S, 2^N, N, C]."""
+def _subset_log_probs(model, variables, hist, mask, uniq, renormalize=False):
+  """Per user: log_softmax for every legal SID and known-digit subset: [B, S, 2^N, N, C];
+  `renormalize`: over the codes some catalogue SID agreeing on the known digits has."""
   patterns = np.array([[(p >> d) & 1 for d in range(N)] for p in range(2 ** N)], bool)
   codes = np.repeat(uniq, 2 ** N, axis=0)  # [S*16, N]
   known = np.tile(patterns, (len(uniq), 1))
@@ -54,8 +55,15 @@ def _subset_log_probs(model, variables, hist, mask, uniq):
   enc = model.apply(variables, hist, mask, method=DiffGRM.encode)
   logits = model.apply(variables, enc, mask, jnp.broadcast_to(codes, (b,) + codes.shape),
                        jnp.broadcast_to(known, (b,) + known.shape), method=DiffGRM.decode)
-  lp = np.asarray(jax.nn.log_softmax(logits, -1))
-  return lp.reshape(b, len(uniq), 2 ** N, N, C)
+  lp = np.array(jax.nn.log_softmax(logits, -1)).reshape(b, len(uniq), 2 ** N, N, C)
+  if renormalize:
+    for i in range(len(uniq)):
+      for p, pat in enumerate(patterns):
+        agree = np.all(uniq[:, pat] == uniq[i, pat], axis=1)
+        for d in range(N):
+          legal = np.unique(uniq[agree, d])
+          lp[:, i, p, d] -= np.log(np.exp(lp[:, i, p, d][:, legal]).sum(-1))[:, None]
+  return lp
 
 
 def _path_score(lp_s, sid, order):
@@ -67,10 +75,11 @@ def _path_score(lp_s, sid, order):
   return total
 
 
-def _reference(model, variables, hist, mask, sids, strategy, greedy_last=False, order=None):
+def _reference(model, variables, hist, mask, sids, strategy, greedy_last=False, order=None,
+               renormalize=False):
   """Exhaustive numpy ranking of every legal SID: (scores [B, S] , uniq [S, N])."""
   uniq = np.unique(sids[1:], axis=0)
-  lp = _subset_log_probs(model, variables, hist, mask, uniq)
+  lp = _subset_log_probs(model, variables, hist, mask, uniq, renormalize)
   perms = list(itertools.permutations(range(N)))
   b, s = hist.shape[0], len(uniq)
   scores = np.full((b, s), -np.inf)
@@ -108,9 +117,10 @@ def _check_against_reference(pred, scores, valid, ref, uniq, k):
     np.testing.assert_array_equal(pred[u, :n_valid], uniq[order])
 
 
-@pytest.mark.parametrize("strategy,greedy_last", [
-    ("left_to_right", False), ("random", False), ("confidence", False), ("confidence", True)])
-def test_matches_exhaustive_enumeration(strategy, greedy_last):
+@pytest.mark.parametrize("strategy,greedy_last,renormalize", [
+    ("left_to_right", False, False), ("random", False, False), ("confidence", False, False),
+    ("confidence", True, False), ("left_to_right", False, True), ("confidence", False, True)])
+def test_matches_exhaustive_enumeration(strategy, greedy_last, renormalize):
   rng = np.random.default_rng(0)
   model = _model()
   variables = _variables(model, 0)
@@ -119,10 +129,10 @@ def test_matches_exhaustive_enumeration(strategy, greedy_last):
   hist, mask = _history(rng, 3)
   k = 10
   dec = decoding.make_decoder(model, cat, strategy=strategy, beam=128, top_k=k,
-                              greedy_last=greedy_last, order_seed=3)
+                              greedy_last=greedy_last, order_seed=3, renormalize=renormalize)
   pred, scores, valid = jax.jit(dec)(variables, hist, mask)
   ref, uniq = _reference(model, variables, hist, mask, sids, strategy, greedy_last,
-                         order=dec.order)
+                         order=dec.order, renormalize=renormalize)
   if strategy == "random":
     assert dec.order != tuple(range(N))  # seed 3 draws a non-trivial order
   _check_against_reference(pred, scores, valid, ref, uniq, k)
