@@ -111,7 +111,8 @@ def get_config():
 
   # ---------------------------------------------------------------- masking
   c.masking = k = ml_collections.ConfigDict()
-  # 'random' (seed note), 'sequential' or 'guided' (paper's on-policy noising).
+  # 'random' (seed note), 'sequential', 'prefix' (left-to-right views, an ablation) or
+  # 'guided' (paper's on-policy noising).
   k.strategy = "guided"
   # Masked views per training row.
   k.augment_factor = 4

@@ -75,7 +75,7 @@ def check_config(config):
     raise ConfigError(f"model.dtype={m.dtype!r}: must be 'float32' or 'bfloat16'")
   if k.strategy not in STRATEGIES:
     raise ConfigError(f"masking.strategy={k.strategy!r}: must be one of {STRATEGIES}")
-  if k.strategy in ("guided", "sequential") and k.augment_factor != s.n_digit:
+  if k.strategy in ("guided", "sequential", "prefix") and k.augment_factor != s.n_digit:
     raise ConfigError(
         f"masking.augment_factor={k.augment_factor}: the {k.strategy} strategy makes one view "
         f"per digit, so it must equal sid.n_digit={s.n_digit}")

@@ -9,6 +9,9 @@ depend on how the batch is sharded or which other rows share it.
   gets one, chosen uniformly.
 - `sequential`: one random digit order per row; view v reveals the first v digits of
   it (view 0 all-masked). Needs V == N.
+- `prefix`: view v reveals digits 0..v-1 (view 0 all-masked): the left-to-right
+  conditionals only, the ones left-to-right decoding reads (an ablation: DIFF_GRM's
+  masked decoder trained for one fill order, as the autoregressive baseline is). V == N.
 - `guided`: view t (t = 1..N) masks the t least-confident digits of the row, from a
   confidence `[B, N]` given by the caller (an all-masked pass). Needs V == N; views
   are nested and the last one is all-masked.
@@ -17,7 +20,7 @@ depend on how the batch is sharded or which other rows share it.
 import jax
 import jax.numpy as jnp
 
-STRATEGIES = ("random", "sequential", "guided")
+STRATEGIES = ("random", "sequential", "prefix", "guided")
 
 
 def _random_views(key, n_digit, probs, force_all_masked):
@@ -62,4 +65,7 @@ def make_masks(key, batch_size, n_digit, *, strategy, augment_factor, mask_prob=
     return jax.vmap(lambda k: _random_views(k, n_digit, probs, force_all_masked))(keys)
   if strategy == "sequential":
     return jax.vmap(lambda k: _sequential_views(k, n_digit))(keys)
+  if strategy == "prefix":
+    views = jnp.arange(n_digit)[None, :] >= jnp.arange(n_digit)[:, None]  # [V, N]
+    return jnp.broadcast_to(views, (batch_size, n_digit, n_digit))
   raise ValueError(f"masking.strategy must be one of {STRATEGIES}, got {strategy!r}")

@@ -51,6 +51,13 @@ def test_sequential_reveals_a_growing_prefix_of_one_order():
   assert len({tuple(r) for r in m[:, 3].argmax(-1)[:, None]}) > 1
 
 
+def test_prefix_view_v_reveals_exactly_digits_before_v():
+  m = np.asarray(masking.make_masks(jax.random.key(0), 3, 4, strategy="prefix",
+                                    augment_factor=4))
+  expected = [[1, 1, 1, 1], [0, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]]
+  np.testing.assert_array_equal(m, np.broadcast_to(np.array(expected, bool), (3, 4, 4)))
+
+
 def test_guided_masks_least_confident_digits_nested():
   conf = jnp.array([[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.6, 0.95]])
   m = np.asarray(masking.guided_views(conf))
