@@ -7,7 +7,7 @@
 
 Each line of `benchmarks/results/<dataset>.jsonl` records the dataset, model kind,
 masking and decoding strategies, the full config with its hash and the command-line
-overrides, epochs run, wall time, device kind and count, jax version, and validation
+overrides, epochs run, wall time (and `timing`, its breakdown), device kind and count, jax version, and validation
 and test Recall/NDCG@5/10 at SID and item level. `--popularity` records the popularity
 baseline on the same SIDs instead of training. `benchmarks/render_results.py` turns
 the files into the README's results table.
@@ -88,7 +88,8 @@ def main(argv):
       print("preempted: rerun the same command to resume; nothing recorded")
       return
     row = {k: s[k] for k in ("dataset", "model_kind", "masking", "decoding", "epochs_run",
-                             "steps", "best_epoch", "n_params", "valid", "test")}
+                             "steps", "best_epoch", "n_params", "valid", "test", "timing",
+                             "stopped_early", "stopped_by_time_limit")}
     row["decoding_beam"] = {"valid": config.decode.valid_beam, "test": config.decode.test_beam}
   row["wall_time_s"] = round(time.time() - t0, 1)
   _record(config, row)
