@@ -10,12 +10,12 @@ was never interrupted. SIGTERM saves and exits cleanly (code 0). A non-finite lo
 parameter stops with `TrainingError` before anything after the last good step is saved.
 `train.time_limit_s` ends training early but otherwise normally: the best checkpoint is
 tested and the summary says `stopped_by_time_limit`.
+Bad input ends the command with one line, `error: <message>`, and exit code 1.
 
 Host work per step is kept off the device's critical path: a step's loss is read one step
 late (so the host never waits for the step it just dispatched), a new best state is copied
 on device and written with the next latest checkpoint, and `summary.json` breaks the wall
 time down (`timing`) so a slow run shows where its time went.
-Bad input ends the command with one line, `error: <message>`, and exit code 1.
 """
 
 import json
@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 from ml_collections import config_flags
 from tqdm import tqdm
@@ -108,6 +109,14 @@ class _Preempted:
   def __exit__(self, *exc):
     if self._old is not None:
       signal.signal(signal.SIGTERM, self._old)
+
+
+def agree(flag) -> bool:
+  """Process 0's `flag`, on every process: for decisions all processes must take at the same
+  step (each process's clock differs). Every process must call it at the same point."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.bool_)))
 
 
 @jax.jit
@@ -263,8 +272,10 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
                        f"(best {meta['best_score']:.4f} @ epoch {meta['best_epoch']})")
           if meta["bad_evals"] >= c.train.patience:
             meta["stopped_early"] = True
-      if c.train.time_limit_s and time.time() - t_start >= c.train.time_limit_s:
-        time_up = True
+      # Several processes decide together, at fixed steps: a collective every step would
+      # stall the dispatch pipeline.
+      if c.train.time_limit_s and (jax.process_count() == 1 or step % 10 == 0 or end_of_epoch):
+        time_up = agree(time.time() - t_start >= c.train.time_limit_s)
       done = meta["stopped_early"] or step >= total_steps or time_up
       every = c.train.checkpoint_every_steps
       epoch_save = end_of_epoch and (epoch + 1) % c.train.checkpoint_every_epochs == 0

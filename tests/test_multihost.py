@@ -65,6 +65,10 @@ def worker(workdir):
     for sa, sb in zip(a.addressable_shards, b.addressable_shards):
       np.testing.assert_array_equal(np.asarray(sa.data), np.asarray(sb.data))
 
+  # Decisions such as train.time_limit_s's are process 0's on every process.
+  from diffgrm_jax import train as train_lib
+  assert train_lib.agree(pid == 0) is True and train_lib.agree(pid != 0) is False
+
   params = multihost_utils.process_allgather(state.params, tiled=True)
   if pid == 0:
     flat = {jax.tree_util.keystr(p): np.asarray(v)
