@@ -3,7 +3,7 @@
   python benchmarks/target_nll.py --config=configs/sports.py:cpu --workdir=runs/sports_cpu \
       [--checkpoint=latest] [--split=valid] [--prepared=FILE]
 
-For every user of the split it scores the true next SID (all 256^N codes, no legality):
+For every user of the split it scores the true next SID:
   l2r      negative log-likelihood along digits 0, 1, .., N-1 (per step and in total). For the
            autoregressive model this is its own likelihood; for DIFF_GRM it is the chain of
            its masked conditionals p(s_t | s_<t), a proper distribution too. The two models'

@@ -158,8 +158,9 @@ def get_config():
   # Save the latest checkpoint every this many steps (0: only at epoch ends).
   t.checkpoint_every_steps = 0
   # Save the latest checkpoint at every this many epoch ends (and always at the end and
-  # on SIGTERM). A save is a synchronous copy of the state, about 0.3-0.7 s for Sports:
-  # on an accelerator an epoch takes seconds, so recipes for one save less often. A new
+  # on SIGTERM). A save is a synchronous copy of the state (0.6-0.9 s for the Sports model
+  # on a 2-core CPU); on an accelerator an epoch takes seconds, so the recipes meant for
+  # one save less often. A new
   # best state is kept in device memory and written just before the next latest save.
   t.checkpoint_every_epochs = 1
   # Stop training once this many seconds of wall time have passed in this run (0: no

@@ -259,7 +259,7 @@ class Decoder:
       logits = model.apply(variables, enc, hist_mask, codes, known, method=DiffGRM.decode)
       if not self.renormalize:
         return jax.nn.log_softmax(logits, axis=-1)
-      ok = legal(codes, known)  # the same as the caller's: XLA computes it once
+      ok = legal(codes, known)  # the caller computes the same mask (XLA may merge the two)
       # A (beam, digit) with no legal code (e.g. a known digit) stays all -inf, not NaN.
       return jnp.where(ok, jax.nn.log_softmax(jnp.where(ok, logits, -jnp.inf), axis=-1),
                        -jnp.inf)
