@@ -13,10 +13,8 @@ baseline on the same SIDs instead of training. `benchmarks/render_results.py` tu
 the files into the README's results table.
 """
 
-import gzip
 import hashlib
 import json
-import pickle
 import os
 import sys
 import time
@@ -66,13 +64,11 @@ def main(argv):
   config = _CONFIG.value
   t0 = time.time()
   if FLAGS.prepared:
-    with gzip.open(FLAGS.prepared, "rb") as f:
-      data = pickle.load(f)
+    data = data_lib.load_prepared(FLAGS.prepared)
   else:
     data = data_lib.prepare_data(config)
   if FLAGS.export_prepared:
-    with gzip.open(FLAGS.export_prepared, "wb") as f:
-      pickle.dump(data, f)
+    data_lib.save_prepared(data, FLAGS.export_prepared)
     print(f"wrote {FLAGS.export_prepared}")
     return
   if FLAGS.popularity:

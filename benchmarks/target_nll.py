@@ -16,9 +16,6 @@ partial SID a catalogue item's, which is all decoding ever proposes).
 The scoring is `diffgrm_jax.likelihood`.
 """
 
-import gzip
-import pickle
-
 from absl import app
 from absl import flags
 import jax
@@ -46,11 +43,7 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   config = _CONFIG.value
-  if FLAGS.prepared:
-    with gzip.open(FLAGS.prepared, "rb") as f:
-      data = pickle.load(f)
-  else:
-    data = None
+  data = data_lib.load_prepared(FLAGS.prepared) if FLAGS.prepared else None
   exp = train_lib.Experiment(config, data)
   ckpt = checkpointing.Checkpoints(FLAGS.workdir, checkpointing.model_fingerprint(config),
                                    create=False)

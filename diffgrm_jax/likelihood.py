@@ -5,7 +5,8 @@ them (benchmarks/target_nll.py). For DIFF_GRM all 2^N - 1 partial SIDs of each t
 scored in one decoder pass (one view per known-digit pattern); the left-to-right chain
 and the best chain over all N! fill orders (the score confidence decoding gives a finished
 SID, since its beams merge fill orders and keep the best) are read off those scores, the
-best one by a dynamic programme over the patterns. No legality: all C^N codes count.
+best one by a dynamic programme over the patterns. Each conditional is normalised over all
+C codes, or, given the legality tables, over the legal codes only.
 """
 
 import itertools

@@ -207,12 +207,14 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
     if s % c.train.log_every_steps == 0:
       writer.scalars(s, {f"train/{k}": float(v) for k, v in m.items()})
 
-  best_pending = []  # [(step, state copy, meta)] of a new best not yet on disk
+  best_pending = None  # (step, state copy, meta) of a new best not yet on disk
 
   def save_latest():
+    nonlocal best_pending
     t = time.time()
     if best_pending:  # first, so a latest checkpoint never names a best that is not on disk
-      ckpt.save_best(*best_pending.pop())
+      ckpt.save_best(*best_pending)
+      best_pending = None
     ckpt.save_latest(step, state, snapshot())
     timing["checkpoint_s"] += time.time() - t
 
@@ -263,7 +265,7 @@ def _train_and_evaluate(config, workdir, ckpt, data, progress):
           meta["history"].append({"epoch": ep, "step": step, "score": score, **val})
           if score > meta["best_score"]:  # strictly greater (SPEC §4)
             meta.update(best_score=score, best_step=step, best_epoch=ep, bad_evals=0)
-            best_pending[:] = [(step, _copy_state(state), snapshot())]
+            best_pending = (step, _copy_state(state), snapshot())
           else:
             meta["bad_evals"] += 1
           if is_main:

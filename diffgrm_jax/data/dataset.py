@@ -1,8 +1,10 @@
 """prepare_data: sources -> protocol -> embeddings -> SIDs, cached; the `PreparedData` record."""
 
 import dataclasses
+import gzip
 import logging
 import os
+import pickle
 
 import numpy as np
 
@@ -149,3 +151,15 @@ def format_stats(stats: dict) -> str:
   ]
   lines += [f"  skipped {v:,} {k}" for k, v in stats["skipped"].items()]
   return "\n".join(lines)
+
+
+def save_prepared(data: PreparedData, path: str):
+  """Writes prepared data (splits + SIDs) to a .pkl.gz: prepare on one host, train on another."""
+  with gzip.open(path, "wb") as f:
+    pickle.dump(data, f)
+
+
+def load_prepared(path: str) -> PreparedData:
+  """Reads a file written by `save_prepared` (a trusted pickle: only load your own files)."""
+  with gzip.open(path, "rb") as f:
+    return pickle.load(f)
