@@ -46,8 +46,8 @@ def test_left_to_right_chain_sums_to_one_over_all_sids(kind):
   rng = np.random.default_rng(1)
   hist = np.broadcast_to(rng.integers(0, C, (1, 5, N)), (m, 5, N)).astype(np.int32)
   mask = np.broadcast_to(np.arange(5) < 3, (m, 5))
-  params = model.init(jax.random.key(0), hist[:1], mask[:1], sids[:1, None],
-                      np.ones((1, 1, N), bool))["params"]
+  params = jax.jit(model.init)(jax.random.key(0), hist[:1], mask[:1], sids[:1, None],
+                               np.ones((1, 1, N), bool))["params"]
   # Random weights far from init scale so the conditionals are far from uniform.
   params = jax.tree.map(lambda x: x * 20.0, params)
   batch = {"hist_sids": jnp.asarray(hist), "hist_mask": jnp.asarray(mask),

@@ -82,9 +82,9 @@ def test_popularity_baseline():
 def _tiny():
   model = DiffGRM(n_digit=N, codebook_size=8, d_model=32, n_heads=2, n_enc_layers=1,
                   n_dec_layers=1, n_inner=64, dropout=0.0, max_history_len=16)
-  v = meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 4, N), jnp.int32),
-                            jnp.ones((1, 4), bool), jnp.zeros((1, 1, N), jnp.int32),
-                            jnp.zeros((1, 1, N), bool)))
+  v = meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 4, N), jnp.int32),
+                                     jnp.ones((1, 4), bool), jnp.zeros((1, 1, N), jnp.int32),
+                                     jnp.zeros((1, 1, N), bool)))
   v = jax.tree.map(lambda x: 10 * x, v)  # sharper distributions
   return model, v
 
