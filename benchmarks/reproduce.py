@@ -7,10 +7,10 @@
 
 Each line of `benchmarks/results/<dataset>.jsonl` records the dataset, model kind,
 masking and decoding strategies, the full config with its hash and the command-line
-overrides, epochs run, wall time (and `timing`, its breakdown), device kind and count, jax version, and validation
-and test Recall/NDCG@5/10 at SID and item level. `--popularity` records the popularity
-baseline on the same SIDs instead of training. `benchmarks/render_results.py` turns
-the files into the README's results table.
+overrides, epochs run, wall time (and `timing`, its breakdown), device kind and count,
+jax version, and validation and test Recall/NDCG@5/10 at SID and item level.
+`--popularity` records the popularity baseline on the same SIDs instead of training.
+`benchmarks/render_results.py` turns the files into the README's results table.
 """
 
 import hashlib

@@ -160,8 +160,8 @@ def get_config():
   # Save the latest checkpoint at every this many epoch ends (and always at the end and
   # on SIGTERM). A save is a synchronous copy of the state (0.6-0.9 s for the Sports model
   # on a 2-core CPU); on an accelerator an epoch takes seconds, so the recipes meant for
-  # one save less often. A new
-  # best state is kept in device memory and written just before the next latest save.
+  # one save less often. A new best state is kept in device memory and written just
+  # before the next latest save.
   t.checkpoint_every_epochs = 1
   # Stop training once this many seconds of wall time have passed in this run (0: no
   # limit), then evaluate the best checkpoint as usual; rerunning resumes. For leases of

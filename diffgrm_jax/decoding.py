@@ -252,32 +252,27 @@ class Decoder:
     enc = model.apply(variables, hist_sids, hist_mask, method=DiffGRM.encode)
     b = hist_sids.shape[0]
 
-    def legal(codes, known):
-      return legal_mask(tables, codes, known, n, c)
-
-    def log_probs(codes, known):  # [B, W, N] -> [B, W, N, C]
+    def legal_log_probs(codes, known):  # [B, W, N] -> [B, W, N, C], -inf at illegal codes
       logits = model.apply(variables, enc, hist_mask, codes, known, method=DiffGRM.decode)
-      if not self.renormalize:
-        return jax.nn.log_softmax(logits, axis=-1)
-      ok = legal(codes, known)  # the caller computes the same mask (XLA may merge the two)
+      ok = legal_mask(tables, codes, known, n, c)
+      if self.renormalize:
+        logits = jnp.where(ok, logits, -jnp.inf)
       # A (beam, digit) with no legal code (e.g. a known digit) stays all -inf, not NaN.
-      return jnp.where(ok, jax.nn.log_softmax(jnp.where(ok, logits, -jnp.inf), axis=-1),
-                       -jnp.inf)
+      return jnp.where(ok, jax.nn.log_softmax(logits, axis=-1), -jnp.inf)
 
     zeros = jnp.zeros((b, 1, n), jnp.int32)
     none = jnp.zeros((b, 1, n), bool)
-    lp0 = log_probs(zeros, none)[:, 0]  # step 0, once per user: [B, N, C]
-    s0 = jnp.where(legal(zeros, none)[:, 0], lp0, -jnp.inf)
+    s0 = legal_log_probs(zeros, none)[:, 0]  # step 0, once per user: [B, N, C]
     if self.strategy == "confidence":
-      codes, scores = self._confidence(log_probs, legal, s0)
+      codes, scores = self._confidence(legal_log_probs, s0)
     else:
-      codes, scores = self._fixed_order(log_probs, legal, s0)
+      codes, scores = self._fixed_order(legal_log_probs, s0)
     scores, idx = _top_k_padded(scores, self.top_k)
     pred = _gather_beams(codes, idx)
     valid = scores > -jnp.inf
     return jnp.where(valid[..., None], pred, 0).astype(jnp.int32), scores, valid
 
-  def _fixed_order(self, log_probs, legal, s0):
+  def _fixed_order(self, legal_log_probs, s0):
     n, c = self.model.n_digit, self.model.codebook_size
     order, widths = np.asarray(self.order), np.asarray(self.widths)
     w = int(widths.max())
@@ -292,9 +287,7 @@ class Decoder:
       codes, scores = carry
       digit, known_t, width = xs
       known = jnp.broadcast_to(known_t, codes.shape)
-      lp = jnp.take(log_probs(codes, known), digit, axis=2)  # [B, W, C]
-      ok = jnp.take(legal(codes, known), digit, axis=2)
-      cand = scores[..., None] + jnp.where(ok, lp, -jnp.inf)
+      cand = scores[..., None] + jnp.take(legal_log_probs(codes, known), digit, axis=2)  # [B, W, C]
       top, idx = jax.lax.top_k(cand.reshape(b, w * c), w)
       top = jnp.where(jnp.arange(w) < width, top, -jnp.inf)
       parent, code = idx // c, idx % c
@@ -305,7 +298,7 @@ class Decoder:
     (codes, scores), _ = jax.lax.scan(step, (codes, scores), xs)
     return codes, scores
 
-  def _confidence(self, log_probs, legal, s0):
+  def _confidence(self, legal_log_probs, s0):
     n, c = self.model.n_digit, self.model.codebook_size
     bits = self.catalogue.bits
     w = self.widths[0]
@@ -318,8 +311,8 @@ class Decoder:
 
     def step(carry, t):
       codes, known, scores = carry
-      ok = legal(codes, known) & ~known[..., None]
-      cand = scores[..., None, None] + jnp.where(ok, log_probs(codes, known), -jnp.inf)
+      lp = jnp.where(known[..., None], -jnp.inf, legal_log_probs(codes, known))
+      cand = scores[..., None, None] + lp
       cand = cand.reshape(b, w, n * c)
       if self.greedy_last:  # the release: the last digit is each beam's argmax
         best = jnp.argmax(cand, axis=-1)
