@@ -2,24 +2,19 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 
+from conftest import make_config
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "shared", "data")
-sys.path.insert(0, os.path.join(HERE, "..", "configs"))
-
-import default  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def base_config(cache_dir):
-  c = default.get_config()
-  c.data.cache_dir = str(cache_dir)
-  c.sid.codebook_size = 16
-  c.sid.pca_dim = 16
-  c.sid.faiss_threads = 1  # 2 OpenMP threads on a busy 2-core machine are far slower
-  return c
+  # 1 faiss thread: 2 OpenMP threads on a busy 2-core machine are far slower.
+  return make_config(**{"data.cache_dir": str(cache_dir), "sid.codebook_size": 16,
+                        "sid.pca_dim": 16, "sid.faiss_threads": 1})
 
 
 def config_for(tmp_path, *, source, name):

@@ -24,12 +24,9 @@ TIMEOUT_S = 240
 
 
 def small_config():
-  c = tiny_config()
   # A smaller graph compiles faster; what is tested does not depend on it.
-  c.model.n_dec_layers = 1
-  c.masking.strategy = "random"
-  c.mesh.shape = (1, 2)
-  return c
+  return tiny_config(**{"model.n_dec_layers": 1, "masking.strategy": "random",
+                        "mesh.shape": (1, 2)})
 
 
 def train(config, mesh, process_index=0, process_count=1):
