@@ -2,7 +2,9 @@
 
 Every command (`python -m diffgrm_jax.<verb>`) parses absl flags with `run_cli`, so a bad
 flag, config, data file or checkpoint ends it with one line, `error: <message>`, and exit
-code 1 instead of a traceback.
+code 1 instead of a traceback. The errors meant for the user derive from `UserError`
+(`ConfigError` here, `data.errors.DataError`, `checkpointing.CheckpointError`); this module
+imports nothing from the package, so every module may raise them.
 """
 
 import functools
@@ -11,16 +13,13 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from diffgrm_jax.checkpointing import CheckpointError
-from diffgrm_jax.data.errors import DataError
+
+class UserError(Exception):
+  """An error whose message is meant for the user: a CLI prints it, not a traceback."""
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
   """A config value that cannot work; the message names the field."""
-
-
-# Errors whose message is meant for the user: a CLI prints it, not a traceback.
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
 
 
 def one_line(text):
@@ -66,7 +65,7 @@ def run_cli(main, *more_errors):
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     try:
       return main(argv)
-    except USER_ERRORS + more_errors as e:
+    except (UserError,) + more_errors as e:
       raise SystemExit(f"error: {one_line(e)}") from None
 
   app.run(wrapped, flags_parser=_parse_flags)

@@ -168,7 +168,7 @@ def get_config():
   # best state is kept in device memory and written just before the next latest save.
   t.checkpoint_every_epochs = 1
   # Stop training once this many seconds of wall time have passed in this run (0: no
-  # limit), then evaluate the best checkpoint as usual; rerunning resumes. For leases of
+  # limit), then evaluate the best checkpoint as usual; rerunning resumes. For jobs of
   # fixed length (preemptible VMs, batch queues).
   t.time_limit_s = 0.0
   # Write loss/lr/grad-norm to TensorBoard every this many steps.

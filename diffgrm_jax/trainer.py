@@ -46,7 +46,7 @@ class TrainingError(RuntimeError):
 
 
 def selection_score(m):
-  """Model selection score on validation (docs/method.md, Model selection):
+  """Model selection score on validation (docs/method.md, Validation and model selection):
   0.8 NDCG@10 + 0.2 Recall@10, SID level."""
   return 0.8 * m["sid/ndcg@10"] + 0.2 * m["sid/recall@10"]
 
@@ -311,7 +311,7 @@ def _end_of_epoch(run, loop, ep):
   score = run.selection_score(val)
   run.writer.scalars(loop.step, {f"valid/{k}": v for k, v in val.items()} | {"valid/score": score})
   meta["history"].append({"epoch": ep, "step": loop.step, "score": score, **val})
-  if score > meta["best_score"]:  # strictly greater (docs/method.md, Model selection)
+  if score > meta["best_score"]:  # strictly greater (docs/method.md, Validation and model selection)
     meta.update(best_score=score, best_step=loop.step, best_epoch=ep, bad_evals=0)
     loop.best_pending = (loop.step, _copy_state(loop.state), _snapshot(run, loop))
   else:
