@@ -21,10 +21,10 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}
 export PYTHONUNBUFFERED=1
 common=(--config=configs/sports.py --prepared="$prepared" --results_dir="$out" --verbosity=-1
         --config.train.time_limit_s="$limit")
-python3 experiments/reproduce.py "${common[@]}" --workdir=/tmp/lease_diffgrm \
+python3 experiments/reproduce.py "${common[@]}" --workdir=/tmp/sports_single_gpu_diffgrm \
     --label="paper recipe, time limit ${limit} s" "$@" >"$out/diffgrm.log" 2>&1 &
 dg=$!
-python3 experiments/reproduce.py "${common[@]}" --workdir=/tmp/lease_autoregressive \
+python3 experiments/reproduce.py "${common[@]}" --workdir=/tmp/sports_single_gpu_autoregressive \
     --config.model.kind=autoregressive --config.decode.strategy=left_to_right \
     --config.decode.step_beams='()' --label="paper recipe, time limit ${limit} s" "$@" \
     >"$out/autoregressive.log" 2>&1 &
@@ -32,7 +32,7 @@ ar=$!
 wait $dg; rc_dg=$?
 wait $ar; rc_ar=$?
 for run in diffgrm autoregressive; do
-  cp "/tmp/lease_$run/summary.json" "$out/summary_$run.json" 2>/dev/null
+  cp "/tmp/sports_single_gpu_$run/summary.json" "$out/summary_$run.json" 2>/dev/null
 done
 python3 - "$out" <<'EOF'
 import json, sys, os
