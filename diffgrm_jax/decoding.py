@@ -176,10 +176,6 @@ class Decoder:
     # Built eagerly: under an outer jit they are concrete arrays, not tracers.
     object.__setattr__(self, "tables", self.catalogue.tables())
 
-  @property
-  def order(self):
-    return self.settings.order
-
   def __call__(self, variables, hist_sids, hist_mask):
     return self.apply(variables, self.tables, hist_sids, hist_mask)
 

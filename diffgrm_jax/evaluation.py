@@ -34,7 +34,7 @@ def compiled_decoder(model, catalogue, settings, mesh=None):
 
 
 def evaluate(variables, model, catalogue, batches, settings, *, mesh=None, batch_sharding=None,
-             progress=True, n_batches=None):
+             progress=True):
   """Decodes `batches` with `settings` (a `decoding.DecodeSettings`) and returns metrics as
   Python floats.
 
@@ -42,14 +42,14 @@ def evaluate(variables, model, catalogue, batches, settings, *, mesh=None, batch
   [b, Lb] bool, 'target_sid' [b, N], 'target_item' [b], 'weight' [b] (0 = padding row)
   and 'user' [b] (-1 = padding); with `batch_sharding` these are this process's rows.
   Returns {'sid/recall@5', 'sid/ndcg@5', 'sid/recall@10', 'sid/ndcg@10', 'item/...',
-  'n_users'}. `progress` shows a tqdm bar (process 0 only); `n_batches` sizes it.
+  'n_users'}. `progress` shows a tqdm bar (process 0 only).
   """
   if settings.top_k < max(metrics.KS):
     raise ValueError(f"decode top_k={settings.top_k} is smaller than the metrics' "
                      f"K={max(metrics.KS)}")
   fn, tables = compiled_decoder(model, catalogue, settings, mesh)
   sid_r, item_r, weights = [], [], []
-  bar = tqdm(batches, total=n_batches, desc=f"decode {settings.describe()}", unit="batch",
+  bar = tqdm(batches, desc=f"decode {settings.describe()}", unit="batch",
              disable=not progress or jax.process_index() != 0, leave=False)
   for batch in bar:
     hist, mask = np.asarray(batch["hist_sids"], np.int32), np.asarray(batch["hist_mask"], bool)

@@ -138,9 +138,9 @@ def test_matches_exhaustive_enumeration(strategy, greedy_last, renormalize):
       renormalize=renormalize))
   pred, scores, valid = jax.jit(dec)(variables, hist, mask)
   ref, uniq = _reference(model, variables, hist, mask, sids, strategy, greedy_last,
-                         order=dec.order, renormalize=renormalize)
+                         order=dec.settings.order, renormalize=renormalize)
   if strategy == "random":
-    assert dec.order != tuple(range(N))  # seed 3 draws a non-trivial order
+    assert dec.settings.order != tuple(range(N))  # seed 3 draws a non-trivial order
   _check_against_reference(pred, scores, valid, ref, uniq, k)
 
 
