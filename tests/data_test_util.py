@@ -8,7 +8,8 @@ import numpy as np
 from conftest import make_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.join(HERE, "..", "..", "shared", "data")
+# The shared data beside the checkout, or $DIFFGRM_DATA (as in diffgrm_jax/defaults.py).
+SHARED = os.environ.get("DIFFGRM_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
 
 
 def base_config(cache_dir):
