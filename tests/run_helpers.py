@@ -18,7 +18,7 @@ from conftest import ROOT, TINY_RUN, make_config
 
 STEPS_PER_EPOCH, TOTAL_STEPS = 9, 18  # of TINY_RUN
 COMPILE_CACHE = {}  # {"dir": folder}, set by the `run_cache` fixture (conftest.py)
-TIMEOUT = 150  # seconds for one training subprocess (about 20 s on 2 quiet cores)
+TIMEOUT = 300  # seconds for one training subprocess (about 20 s on 2 quiet cores; far more on busy ones)
 
 
 def tiny_run_config(cache, **changes):
