@@ -5,10 +5,9 @@ realistic collisions, and histories of a realistic length mix padded to buckets
 8/16/32/50. Each (strategy, beam) runs in its own process so peak RSS is its own.
 
   python benchmarks/bench_decode.py                  # full table
-  python benchmarks/bench_decode.py --beams 32 --strategies confidence --users 128
+  python benchmarks/bench_decode.py --beams=32 --strategies=confidence --users=128
 """
 
-import argparse
 import json
 import os
 import resource
@@ -16,7 +15,16 @@ import subprocess
 import sys
 import time
 
+from absl import app
+from absl import flags
 import numpy as np
+
+flags.DEFINE_string("strategies", "confidence,left_to_right,random", "Comma-separated strategies.")
+flags.DEFINE_string("beams", "32,256", "Comma-separated beam widths.")
+flags.DEFINE_integer("users", 0, "Users per run (0: 32768 // beam).")
+flags.DEFINE_integer("batch", 0, "Users per batch (0: 2048 // beam, at least 8).")
+flags.DEFINE_bool("one", False, "Internal: run one (strategy, beam) and print it as JSON.")
+FLAGS = flags.FLAGS
 
 N_ITEMS, N_DIGIT, CODEBOOK = 18357, 4, 256
 BUCKETS = (8, 16, 32, 50)
@@ -51,20 +59,21 @@ def run_one(strategy, beam, n_users, batch):
   import jax.numpy as jnp
   from flax.linen import meta
 
+  from diffgrm_jax import catalogue as catalogue_lib
   from diffgrm_jax import decoding
   from diffgrm_jax.model import DiffGRM
 
   rng = np.random.default_rng(0)
   sids = random_sids(rng)
   t0 = time.perf_counter()
-  cat = decoding.Catalogue.from_sids(sids, CODEBOOK)
+  cat = catalogue_lib.Catalogue.from_sids(sids, CODEBOOK)
   build_s = time.perf_counter() - t0
   model = DiffGRM(n_digit=N_DIGIT, codebook_size=CODEBOOK, d_model=256, n_heads=4,
                   n_enc_layers=1, n_dec_layers=4, n_inner=1024, dropout=0.1)
   variables = meta.unbox(model.init(
       jax.random.PRNGKey(0), jnp.zeros((1, 8, N_DIGIT), jnp.int32), jnp.ones((1, 8), bool),
       jnp.zeros((1, 1, N_DIGIT), jnp.int32), jnp.zeros((1, 1, N_DIGIT), bool)))
-  dec = decoding.make_decoder(model, cat, strategy=strategy, beam=beam, top_k=10)
+  dec = decoding.make_decoder(model, cat, decoding.DecodeSettings(strategy, (beam,) * N_DIGIT))
   fn = jax.jit(dec.apply)
   tables = dec.tables
 
@@ -95,14 +104,9 @@ def run_one(strategy, beam, n_users, batch):
               peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--strategies", default="confidence,left_to_right,random")
-  p.add_argument("--beams", default="32,256")
-  p.add_argument("--users", type=int, default=0, help="users per run (0: 32768 // beam)")
-  p.add_argument("--batch", type=int, default=0, help="users per batch (0: 2048 // beam, at least 8)")
-  p.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
-  a = p.parse_args()
+def main(argv):
+  del argv
+  a = FLAGS
   if a.one:
     beam = int(a.beams)
     batch = a.batch or max(8, 2048 // beam)
@@ -112,8 +116,8 @@ def main():
   rows = []
   for beam in [int(b) for b in a.beams.split(",")]:
     for strategy in a.strategies.split(","):
-      cmd = [sys.executable, __file__, "--one", "--strategies", strategy, "--beams", str(beam),
-             "--users", str(a.users), "--batch", str(a.batch)]
+      cmd = [sys.executable, __file__, "--one", f"--strategies={strategy}", f"--beams={beam}",
+             f"--users={a.users}", f"--batch={a.batch}"]
       out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
       if out.returncode:
         sys.exit(out.stderr)
@@ -132,4 +136,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

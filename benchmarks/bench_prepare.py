@@ -3,9 +3,7 @@
   python benchmarks/bench_prepare.py [--config=configs/sports.py] [--batch_size=1024]
 """
 
-import os
 import shutil
-import sys
 import tempfile
 import time
 
@@ -13,12 +11,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from diffgrm_jax.data import prepare_data, train_loader, eval_batches  # pylint: disable=g-import-not-at-top,wrong-import-position
+from diffgrm_jax.data import prepare_data, train_loader, eval_batches
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "sports.py"),
-    "Config file.", lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/sports.py", "Config file.",
+                                          lock_config=True)
 _BATCH = flags.DEFINE_integer("batch_size", 1024, "Global batch size for the pipeline.")
 _STEPS = flags.DEFINE_integer("steps", 300, "Training batches to time.")
 

@@ -9,7 +9,6 @@ gradients take the parameters' layout; activations depend on the batch, not the 
 """
 
 import os
-import sys
 
 N_DEVICES = 8
 # Fake CPU devices must be requested before JAX starts.
@@ -22,7 +21,6 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from diffgrm_jax import model as model_lib  # pylint: disable=wrong-import-position
 from diffgrm_jax import sharding as shard_lib
 from diffgrm_jax import train_step as step_lib

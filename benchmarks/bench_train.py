@@ -4,7 +4,8 @@
 
 Rows are real training rows from the config's data pipeline (length-bucketed batches,
 guided masking with 4 views unless overridden). Compile and `--warmup` steps are
-excluded from the timing; rows/s counts rows before views, as PERFORMANCE.md does.
+excluded from the timing; rows/s counts rows before views
+(as the training loop's progress bar does).
 Peak memory is the process's peak RSS (ru_maxrss) after the run.
 """
 

@@ -24,11 +24,13 @@ import shutil
 import jax
 import orbax.checkpoint as ocp
 
+from diffgrm_jax.cli import UserError
+
 # Name part of the folder orbax writes a step to before renaming it when complete.
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
   """A checkpoint that is missing, unreadable or from a different model config."""
 
 

@@ -1,4 +1,4 @@
-"""Beam-search decoding of semantic IDs and the catalogue's legality structure.
+"""Beam-search decoding of semantic IDs, and the one object that says how to decode.
 
 Shapes: B = users, W = beams per user, N = n_digit, C = codebook_size, K = top_k.
 
@@ -6,17 +6,18 @@ Every strategy is one jitted function: the encoder runs once per user, step 0 (a
 beams share the all-masked input) runs once per user with one beam, and the remaining
 N - 1 fill steps are a `lax.scan` whose carry is W beams per user. Scores are sums of
 per-step log-probabilities: `log_softmax` over the filled digit's C codes (normalised
-over all C codes), with extensions that no catalogue item matches set to -inf, so an
-illegal partial SID is pruned the step it would appear, whatever the fill order.
+over all C codes), with extensions that no catalogue item matches set to -inf
+(`catalogue.legal_mask`), so an illegal partial SID is pruned the step it would appear,
+whatever the fill order.
 
-Strategies (SPEC §5):
-  left_to_right  digits 0, 1, .., N-1; beam width `step_beams[t]` after step t.
+Strategies (docs/method.md, Decoding):
+  left_to_right  digits 0, 1, .., N-1; beam width `widths[t]` after step t.
   random         one digit order drawn from `order_seed` for the whole run; widths as above.
   confidence     (paper's CPD) every (beam, still-masked digit, code) triple competes in
                  one global top-W; `greedy_last` fills the last digit by argmax per beam
                  (the released code) instead.
 
-Fixed-order strategies carry max(step_beams) beams in the scan; steps with a smaller
+Fixed-order strategies carry max(widths) beams in the scan; steps with a smaller
 width keep the surplus beams at -inf (padding beams cost decoder compute, not results).
 
 De-duplication (confidence): beams that reach the same partial SID by different fill
@@ -32,179 +33,108 @@ Scores normalise each step over all C codes, as the released code does. With
 log-probability among catalogue SIDs: probability mass on codes that lead to no item,
 which differs between beams, then no longer lowers a beam's score.
 
-Legality (`Catalogue`): every partial SID with at most N-1 known digits that matches a
-catalogue item is a key `pattern << ((N-1)*bits) | known codes packed in digit order`
-(uint32; `pattern` = bitmask of known digits, `bits` = bits per code) in one sorted
-table, holding a bitset of the legal next (digit, code) pairs. One `searchsorted` per
-beam per step finds a beam's row.
+`DecodeSettings` (built once from `config.decode` by `DecodeSettings.from_config`) holds
+every choice above; it is frozen and hashable, so it is also the key under which a
+compiled decoder is cached (`evaluation.compiled_decoder`).
 """
 
 import dataclasses
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffgrm_jax import catalogue as catalogue_lib
+from diffgrm_jax.cli import ConfigError
 from diffgrm_jax.model import DiffGRM
 
-STRATEGIES = ("left_to_right", "confidence", "random")
+STRATEGIES = ("confidence", "left_to_right", "random")
 
 
-def _bits_per_code(codebook_size):
-  return max(1, int(np.ceil(np.log2(codebook_size))))
+def split_beam(decode, split, beam=None):
+  """The split's beam: `beam` when given, else `valid_beam` for 'valid', `test_beam` otherwise."""
+  if beam is not None:
+    return beam
+  return decode.valid_beam if split == "valid" else decode.test_beam
 
 
-def pack_partial_key(codes, known, bits, xp=np):
-  """Key of a partial SID with at most N-1 known digits.
+def split_widths(decode, split, n_digit, beam=None):
+  """Beam width after each fill step when decoding `split` under the `decode` config section.
 
-  codes: int [..., N]; known: bool [..., N] -> uint32 [...]. Unknown digits are ignored.
+  The one place that resolves widths: the split's beam (`split_beam`) for every step,
+  except that the fixed-order strategies use `step_beams` (one width per fill step) when
+  it is set.
   """
-  n = codes.shape[-1]
-  known_i = known.astype(xp.uint32)
-  pattern = (known_i << xp.arange(n, dtype=xp.uint32)).sum(-1, dtype=xp.uint32)
-  rank = xp.cumsum(known_i, axis=-1, dtype=xp.uint32) - known_i  # slot of each known digit
-  packed = xp.where(known, codes.astype(xp.uint32) << (rank * xp.uint32(bits)), xp.uint32(0))
-  packed = packed.sum(-1, dtype=xp.uint32)
-  return (pattern << xp.uint32((n - 1) * bits)) | packed
+  beam = split_beam(decode, split, beam)
+  if decode.strategy == "confidence" or not decode.step_beams:
+    return (int(beam),) * n_digit
+  return tuple(int(x) for x in decode.step_beams)
 
 
-def pack_full_key(codes, bits, xp=np):
-  """Key of a complete SID: codes int [..., N] -> uint32 [...] (N * bits <= 32)."""
-  n = codes.shape[-1]
-  shifts = xp.arange(n, dtype=xp.uint32) * xp.uint32(bits)
-  return (codes.astype(xp.uint32) << shifts).sum(-1, dtype=xp.uint32)
+def digit_order(strategy, n_digit, order_seed=42):
+  """Fill order of the fixed-order strategies (confidence has none: returns range(N))."""
+  if strategy == "random":
+    return tuple(int(d) for d in np.random.default_rng(order_seed).permutation(n_digit))
+  return tuple(range(n_digit))
 
 
-class LegalityTables(NamedTuple):
-  """Device-side legality structure (a pytree, passed to the jitted decoder)."""
-  keys: jax.Array  # uint32 [n_keys], sorted partial-SID keys
-  bits: jax.Array  # uint32 [n_keys, ceil(N*C/32)], bit d*C + c = (digit d, code c) legal
+@dataclasses.dataclass(frozen=True)
+class DecodeSettings:
+  """How to decode: strategy, beam width after each fill step and the rest of `config.decode`.
 
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Catalogue:
-  """Catalogue of SIDs: legality table for decoding and SID -> items for metrics.
-
-  Collision groups (items sharing one SID) are ordered by the tie rule: more
-  occurrences in `item_popularity` first (e.g. training counts), then lower item id.
-  Without popularity the order is by item id.
+  Frozen and hashable: built once, passed through every layer unchanged, and the key of
+  the compiled-decoder cache.
   """
-  n_digit: int
-  codebook_size: int
-  bits: int
-  keys: np.ndarray  # uint32 [n_keys]
-  bitsets: np.ndarray  # uint32 [n_keys, words]
-  group_keys: np.ndarray  # uint32 [G] sorted full-SID keys, one per unique SID
-  group_sids: np.ndarray  # int32 [G, N]
-  group_offsets: np.ndarray  # int64 [G + 1]; items of group g: group_items[off[g]:off[g+1]]
-  group_items: np.ndarray  # int32 [n_items] in tie order within each group
-  item_group: np.ndarray  # int32 [n_items + 1]; -1 for the padding row 0
-  item_rank_in_group: np.ndarray  # int32 [n_items + 1]; position of the item in its group
+  strategy: str
+  widths: tuple  # beams kept after each fill step (one per digit)
+  top_k: int = 10  # SIDs returned per user
+  greedy_last: bool = False  # confidence: fill the last digit by argmax per beam
+  order_seed: int = 42  # random: seed of the digit order
+  renormalize: bool = False  # normalise each step over the legal codes only
+  batch_size: int = 256  # users per decoding batch
+
+  def __post_init__(self):
+    if self.strategy not in STRATEGIES:
+      raise ValueError(f"decode strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+    object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+    if not self.widths or min(self.widths) < 1 or self.top_k < 1:
+      raise ValueError(f"beam widths and top_k must be >= 1, got {self.widths}, {self.top_k}")
 
   @classmethod
-  def from_sids(cls, sids, codebook_size, item_popularity=None):
-    """sids: int [n_items + 1, N] (row 0 = padding, ignored); item_popularity: [n_items + 1]."""
-    sids = np.asarray(sids, np.int64)
-    n_rows, n = sids.shape
-    c = int(codebook_size)
-    bits = _bits_per_code(c)
-    if n * bits > 32 or (n - 1) * bits + n > 32:
-      raise ValueError(f"n_digit={n} with codebook_size={c} does not fit 32-bit SID keys")
-    items = sids[1:]
-    if items.size and (items.min() < 0 or items.max() >= c):
-      raise ValueError(f"SID codes must lie in [0, {c}); got [{items.min()}, {items.max()}]")
-    uniq = np.unique(items, axis=0)
-    # Partial keys: every pattern with < N known digits, every unique SID.
-    key_parts, pos_parts = [], []
-    for pattern in range(2 ** n - 1):
-      known = ((pattern >> np.arange(n)) & 1).astype(bool)
-      keys_p = pack_partial_key(uniq, np.broadcast_to(known, uniq.shape), bits)
-      for d in np.flatnonzero(~known):
-        key_parts.append(keys_p)
-        pos_parts.append(d * c + uniq[:, d])
-    all_keys = np.concatenate(key_parts) if key_parts else np.zeros(0, np.uint32)
-    all_pos = np.concatenate(pos_parts) if pos_parts else np.zeros(0, np.int64)
-    keys, inv = np.unique(all_keys, return_inverse=True)
-    words = -(-n * c // 32)
-    bitsets = np.zeros((max(len(keys), 1), words), np.uint32)
-    np.bitwise_or.at(bitsets, (inv, all_pos >> 5), (np.uint32(1) << (all_pos & 31).astype(np.uint32)))
-    if not len(keys):  # empty catalogue: one key that matches nothing useful
-      keys = np.array([np.uint32(0xFFFFFFFF)], np.uint32)
-
-    # SID -> items, tie order inside a group: popularity desc, then item id asc.
-    item_ids = np.arange(1, n_rows)
-    full = pack_full_key(items, bits)
-    pop = (np.zeros(n_rows) if item_popularity is None
-           else np.asarray(item_popularity, np.float64))
-    order = np.lexsort((item_ids, -pop[1:], full))
-    group_keys, starts = np.unique(full[order], return_index=True)
-    offsets = np.append(starts, len(order)).astype(np.int64)
-    group_items = item_ids[order].astype(np.int32)
-    sizes = np.diff(offsets)
-    item_group = np.full(n_rows, -1, np.int32)
-    item_group[group_items] = np.repeat(np.arange(len(group_keys)), sizes)
-    item_rank = np.zeros(n_rows, np.int32)
-    item_rank[group_items] = np.arange(len(order)) - np.repeat(starts, sizes)
-    group_sids = items[order][starts].astype(np.int32) if len(order) else np.zeros((0, n), np.int32)
-    return cls(n, c, bits, keys.astype(np.uint32), bitsets, group_keys.astype(np.uint32),
-               group_sids, offsets, group_items, item_group, item_rank)
+  def from_config(cls, config, split, beam=None):
+    """Settings for decoding `split` ('valid' or 'test'); `beam` overrides the split's beam."""
+    b = config.decode
+    return cls(strategy=b.strategy, widths=split_widths(b, split, config.sid.n_digit, beam),
+               top_k=int(b.top_k), greedy_last=bool(b.greedy_last),
+               order_seed=int(b.order_seed), renormalize=bool(b.renormalize_legal),
+               batch_size=int(b.batch_size))
 
   @property
-  def n_sids(self):
-    return len(self.group_keys)
+  def order(self):
+    """Digit filled at each step (fixed-order strategies)."""
+    return digit_order(self.strategy, len(self.widths), self.order_seed)
 
-  def tables(self, n_keys=None):
-    """Device arrays for decoding; `n_keys` pads the table (one compiled shape for many
-    catalogues) with keys that match no partial SID."""
-    keys, bitsets = self.keys, self.bitsets
-    if n_keys is not None:
-      if n_keys < len(keys):
-        raise ValueError(f"n_keys={n_keys} is smaller than the catalogue's {len(keys)} keys")
-      keys = np.pad(keys, (0, n_keys - len(keys)), constant_values=np.uint32(0xFFFFFFFF))
-      bitsets = np.pad(bitsets, ((0, n_keys - len(bitsets)), (0, 0)))
-    return LegalityTables(jnp.asarray(keys), jnp.asarray(bitsets))
-
-  def sid_group(self, sids):
-    """sids: int [..., N] -> group index int [...] (-1 where no item has that SID)."""
-    sids = np.asarray(sids)
-    key = pack_full_key(sids, self.bits)
-    idx = np.clip(np.searchsorted(self.group_keys, key), 0, max(self.n_sids - 1, 0))
-    ok = (self.n_sids > 0) & (self.group_keys[idx] == key) if self.n_sids else np.zeros(key.shape, bool)
-    return np.where(ok, idx, -1).astype(np.int32)
-
-  def items_of(self, sid):
-    """Items holding one SID, in tie order (empty if none)."""
-    g = int(self.sid_group(np.asarray(sid)[None])[0])
-    return [] if g < 0 else self.group_items[self.group_offsets[g]:self.group_offsets[g + 1]].tolist()
-
-  def ranked_items(self, pred_sids, valid, k):
-    """Expands ranked SIDs [U, K', N] into the first k items per user (0 = none): [U, k]."""
-    groups = np.where(valid, self.sid_group(pred_sids), -1)
-    sizes = np.where(groups >= 0, np.diff(self.group_offsets)[np.maximum(groups, 0)], 0)
-    start = np.cumsum(sizes, axis=1) - sizes  # first output slot of each ranked SID
-    out = np.zeros((len(groups), k), np.int32)
-    slot = np.arange(k)
-    for r in range(groups.shape[1]):  # loop over ranks (K'), vectorised over users
-      j = slot[None, :] - start[:, r:r + 1]
-      take = (j >= 0) & (j < sizes[:, r:r + 1])
-      src = self.group_offsets[np.maximum(groups[:, r], 0)][:, None] + np.where(take, j, 0)
-      out = np.where(take, self.group_items[np.minimum(src, len(self.group_items) - 1)], out)
-    return out
+  def describe(self):
+    w = self.widths
+    return f"{self.strategy} beam {w[0] if len(set(w)) == 1 else '/'.join(map(str, w))}"
 
 
-def legal_mask(tables, codes, known, n_digit, codebook_size):
-  """Legal next (digit, code) pairs of partial SIDs: codes/known [..., N] -> bool [..., N, C]."""
-  bits = _bits_per_code(codebook_size)
-  key = pack_partial_key(codes, known, bits, xp=jnp)
-  idx = jnp.clip(jnp.searchsorted(tables.keys, key), 0, tables.keys.shape[0] - 1)
-  found = tables.keys[idx] == key
-  rows = tables.bits[idx]  # [..., words]
-  pos = np.arange(n_digit * codebook_size)
-  word = jnp.take(rows, jnp.asarray(pos >> 5), axis=-1)
-  bit = (word >> jnp.asarray((pos & 31).astype(np.uint32))) & jnp.uint32(1)
-  ok = (bit == 1) & found[..., None]
-  return ok.reshape(*codes.shape[:-1], n_digit, codebook_size)
+def check_config(config):
+  """The `decode` section's values that cannot work whatever the data or devices."""
+  b, n = config.decode, config.sid.n_digit
+  if b.strategy not in STRATEGIES:
+    raise ConfigError(f"decode.strategy={b.strategy!r}: must be one of {STRATEGIES}")
+  if config.model.kind == "autoregressive" and b.strategy != "left_to_right":
+    raise ConfigError(f"decode.strategy={b.strategy!r}: the autoregressive model decodes "
+                      "left_to_right only")
+  for name in ("valid_beam", "test_beam"):
+    if b[name] < b.top_k:
+      raise ConfigError(f"decode.{name}={b[name]} is smaller than decode.top_k={b.top_k}")
+  if b.step_beams and len(b.step_beams) != n:
+    raise ConfigError(f"decode.step_beams has {len(b.step_beams)} entries, sid.n_digit={n}")
+  if b.step_beams and b.step_beams[-1] < b.top_k:
+    raise ConfigError(f"decode.step_beams[-1]={b.step_beams[-1]} is smaller than "
+                      f"decode.top_k={b.top_k}")
 
 
 def _top_k_padded(x, k):
@@ -225,22 +155,24 @@ def _gather_beams(x, parent):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Decoder:
-  """Decoder for one strategy; call it as `decoder(variables, hist_sids, hist_mask)`.
+  """Decoder for one setting; call it as `decoder(variables, hist_sids, hist_mask)`.
 
   `apply(variables, tables, hist_sids, hist_mask)` is the same function with the legality
   tables passed explicitly (use it under your own `jax.jit` with shardings).
   Returns pred_sids int32 [B, K, N], scores float32 [B, K] (best first), valid bool [B, K].
   """
   model: DiffGRM
-  catalogue: Catalogue
-  strategy: str
-  widths: tuple  # beams kept after each fill step
-  order: tuple  # digit filled at each step (fixed-order strategies)
-  top_k: int
-  greedy_last: bool
-  renormalize: bool = False
+  catalogue: catalogue_lib.Catalogue
+  settings: DecodeSettings
 
   def __post_init__(self):
+    s, m, cat = self.settings, self.model, self.catalogue
+    if m.kind == "autoregressive" and s.strategy != "left_to_right":
+      raise ValueError(f"autoregressive models decode left_to_right only, got {s.strategy!r}")
+    if (m.n_digit, m.codebook_size) != (cat.n_digit, cat.codebook_size):
+      raise ValueError("model and catalogue disagree on n_digit / codebook_size")
+    if len(s.widths) != m.n_digit:
+      raise ValueError(f"{m.n_digit} fill steps need {m.n_digit} beam widths, got {s.widths}")
     # Built eagerly: under an outer jit they are concrete arrays, not tracers.
     object.__setattr__(self, "tables", self.catalogue.tables())
 
@@ -254,8 +186,8 @@ class Decoder:
 
     def legal_log_probs(codes, known):  # [B, W, N] -> [B, W, N, C], -inf at illegal codes
       logits = model.apply(variables, enc, hist_mask, codes, known, method=DiffGRM.decode)
-      ok = legal_mask(tables, codes, known, n, c)
-      if self.renormalize:
+      ok = catalogue_lib.legal_mask(tables, codes, known, n, c)
+      if self.settings.renormalize:
         logits = jnp.where(ok, logits, -jnp.inf)
       # A (beam, digit) with no legal code (e.g. a known digit) stays all -inf, not NaN.
       return jnp.where(ok, jax.nn.log_softmax(logits, axis=-1), -jnp.inf)
@@ -263,18 +195,18 @@ class Decoder:
     zeros = jnp.zeros((b, 1, n), jnp.int32)
     none = jnp.zeros((b, 1, n), bool)
     s0 = legal_log_probs(zeros, none)[:, 0]  # step 0, once per user: [B, N, C]
-    if self.strategy == "confidence":
+    if self.settings.strategy == "confidence":
       codes, scores = self._confidence(legal_log_probs, s0)
     else:
       codes, scores = self._fixed_order(legal_log_probs, s0)
-    scores, idx = _top_k_padded(scores, self.top_k)
+    scores, idx = _top_k_padded(scores, self.settings.top_k)
     pred = _gather_beams(codes, idx)
     valid = scores > -jnp.inf
     return jnp.where(valid[..., None], pred, 0).astype(jnp.int32), scores, valid
 
   def _fixed_order(self, legal_log_probs, s0):
     n, c = self.model.n_digit, self.model.codebook_size
-    order, widths = np.asarray(self.order), np.asarray(self.widths)
+    order, widths = np.asarray(self.settings.order), np.asarray(self.settings.widths)
     w = int(widths.max())
     b = s0.shape[0]
     scores, code0 = _top_k_padded(s0[:, order[0]], min(int(widths[0]), c))
@@ -301,7 +233,7 @@ class Decoder:
   def _confidence(self, legal_log_probs, s0):
     n, c = self.model.n_digit, self.model.codebook_size
     bits = self.catalogue.bits
-    w = self.widths[0]
+    w = self.settings.widths[0]
     b = s0.shape[0]
     scores, idx = _top_k_padded(s0.reshape(b, n * c), w)
     digit, code = idx // c, idx % c
@@ -314,7 +246,7 @@ class Decoder:
       lp = jnp.where(known[..., None], -jnp.inf, legal_log_probs(codes, known))
       cand = scores[..., None, None] + lp
       cand = cand.reshape(b, w, n * c)
-      if self.greedy_last:  # the release: the last digit is each beam's argmax
+      if self.settings.greedy_last:  # the release: the last digit is each beam's argmax
         best = jnp.argmax(cand, axis=-1)
         keep = (t < n - 1) | (jnp.arange(n * c) == best[..., None])
         cand = jnp.where(keep, cand, -jnp.inf)
@@ -323,8 +255,8 @@ class Decoder:
       is_d = jnp.arange(n) == digit[..., None]
       new_codes = jnp.where(is_d, code[..., None], _gather_beams(codes, parent)).astype(jnp.int32)
       new_known = is_d | _gather_beams(known, parent)
-      key = jnp.where(t == n - 1, pack_full_key(new_codes, bits, xp=jnp),
-                      pack_partial_key(new_codes, new_known, bits, xp=jnp))
+      key = jnp.where(t == n - 1, catalogue_lib.pack_full_key(new_codes, bits, xp=jnp),
+                      catalogue_lib.pack_partial_key(new_codes, new_known, bits, xp=jnp))
       # Merge: sort by (key, -score); all but the first of each key drop to -inf.
       key_s, neg_s, perm = jax.lax.sort(
           (key, -top, jnp.broadcast_to(jnp.arange(m), key.shape)), dimension=-1, num_keys=2)
@@ -338,40 +270,14 @@ class Decoder:
     return codes, scores
 
 
-def digit_order(strategy, n_digit, order_seed=42):
-  """Fill order of the fixed-order strategies (confidence has none: returns range(N))."""
-  if strategy == "random":
-    return tuple(int(d) for d in np.random.default_rng(order_seed).permutation(n_digit))
-  return tuple(range(n_digit))
-
-
-def make_decoder(model, catalogue, *, strategy, beam, step_beams=None, top_k=10,
-                 greedy_last=False, order_seed=42, renormalize=False):
+def make_decoder(model, catalogue, settings):
   """Builds `fn(variables, hist_sids, hist_mask) -> (pred_sids, scores, valid)`.
 
   hist_sids int32 [B, L, N], hist_mask bool [B, L] -> pred_sids int32 [B, K, N],
   scores float32 [B, K] (summed log-probabilities, best first), valid bool [B, K]
   (False where fewer than K legal SIDs were found; those rows are zeros / -inf).
-  `beam`: width of every step for confidence, and of every fixed-order step unless
-  `step_beams` (one width per fill step) is given. Autoregressive models need
-  left_to_right. `renormalize`: normalise each step over the legal codes (see the
-  module docstring). The result is jit-compatible (and `Decoder.apply` takes the tables
-  as an argument for jitting with explicit shardings).
+  `settings`: a `DecodeSettings`. Autoregressive models need left_to_right. The result
+  is jit-compatible (and `Decoder.apply` takes the tables as an argument for jitting
+  with explicit shardings).
   """
-  if strategy not in STRATEGIES:
-    raise ValueError(f"decode strategy must be one of {STRATEGIES}, got {strategy!r}")
-  if model.kind == "autoregressive" and strategy != "left_to_right":
-    raise ValueError(f"autoregressive models decode left_to_right only, got {strategy!r}")
-  if (model.n_digit, model.codebook_size) != (catalogue.n_digit, catalogue.codebook_size):
-    raise ValueError("model and catalogue disagree on n_digit / codebook_size")
-  n = model.n_digit
-  if strategy == "confidence" or not step_beams:
-    widths = (int(beam),) * n
-  else:
-    widths = tuple(int(x) for x in step_beams)
-    if len(widths) != n:
-      raise ValueError(f"step_beams needs {n} widths (one per fill step), got {widths}")
-  if min(widths) < 1 or top_k < 1:
-    raise ValueError(f"beam widths and top_k must be >= 1, got {widths}, {top_k}")
-  return Decoder(model, catalogue, strategy, widths, digit_order(strategy, n, order_seed),
-                 int(top_k), bool(greedy_last), bool(renormalize))
+  return Decoder(model, catalogue, settings)

@@ -5,57 +5,51 @@ process feeds its local rows, the decoder runs on global arrays, and outputs are
 gathered so that every process computes the same metrics.
 """
 
-import numpy as np
+import functools
+
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from diffgrm_jax import decoding
 from diffgrm_jax import metrics
 
-_DECODERS = {}  # (model, id(catalogue), settings) -> (catalogue, jitted decode, tables)
+
+@functools.lru_cache(maxsize=8)
+def _jitted_decoder(model, catalogue, settings):
+  dec = decoding.make_decoder(model, catalogue, settings)
+  return jax.jit(dec.apply), dec.tables
 
 
-def decoder_fn(model, catalogue, *, strategy, beam, step_beams=None, top_k=10,
-               greedy_last=False, order_seed=42, mesh=None, renormalize=False):
+def compiled_decoder(model, catalogue, settings, mesh=None):
   """Cached `(fn, tables)`: `fn(variables, tables, hist_sids, hist_mask)` is the jitted
-  `decoding.Decoder.apply` (compiled once per input shape), `tables` its legality
-  tables (replicated over `mesh` when given)."""
-  settings = (strategy, int(beam), tuple(step_beams) if step_beams else None, int(top_k),
-              bool(greedy_last), int(order_seed), bool(renormalize))
-  key = (model, id(catalogue), settings)
-  if key not in _DECODERS or _DECODERS[key][0] is not catalogue:
-    dec = decoding.make_decoder(model, catalogue, strategy=strategy, beam=beam,
-                                step_beams=step_beams, top_k=top_k, greedy_last=greedy_last,
-                                renormalize=renormalize,
-                                order_seed=order_seed)
-    if len(_DECODERS) >= 8:
-      _DECODERS.clear()
-    _DECODERS[key] = (catalogue, jax.jit(dec.apply), dec.tables)
-  _, fn, tables = _DECODERS[key]
+  `decoding.Decoder.apply` (compiled once per input shape), `tables` its legality tables
+  (replicated over `mesh` when given). The cache key is (model, catalogue, settings):
+  `settings` (a frozen `decoding.DecodeSettings`) names every decoding choice."""
+  fn, tables = _jitted_decoder(model, catalogue, settings)
   if mesh is not None:
     tables = jax.device_put(tables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   return fn, tables
 
 
-def evaluate(variables, model, catalogue, batches, *, strategy, beam, step_beams=None, top_k=10,
-             greedy_last=False, order_seed=42, renormalize=False, mesh=None, batch_sharding=None,
-             progress=True, n_batches=None):
-  """Decodes `batches` and returns metrics as Python floats.
+def evaluate(variables, model, catalogue, batches, settings, *, mesh=None, batch_sharding=None,
+             progress=True):
+  """Decodes `batches` with `settings` (a `decoding.DecodeSettings`) and returns metrics as
+  Python floats.
 
   batches: iterable of numpy dicts with 'hist_sids' [b, Lb, N] int32, 'hist_mask'
   [b, Lb] bool, 'target_sid' [b, N], 'target_item' [b], 'weight' [b] (0 = padding row)
   and 'user' [b] (-1 = padding); with `batch_sharding` these are this process's rows.
   Returns {'sid/recall@5', 'sid/ndcg@5', 'sid/recall@10', 'sid/ndcg@10', 'item/...',
-  'n_users'}. `progress` shows a tqdm bar (process 0 only); `n_batches` sizes it.
+  'n_users'}. `progress` shows a tqdm bar (process 0 only).
   """
-  if top_k < max(metrics.KS):
-    raise ValueError(f"decode top_k={top_k} is smaller than the metrics' K={max(metrics.KS)}")
-  fn, tables = decoder_fn(model, catalogue, strategy=strategy, beam=beam, step_beams=step_beams,
-                          top_k=top_k, greedy_last=greedy_last, order_seed=order_seed, mesh=mesh,
-                          renormalize=renormalize)
+  if settings.top_k < max(metrics.KS):
+    raise ValueError(f"decode top_k={settings.top_k} is smaller than the metrics' "
+                     f"K={max(metrics.KS)}")
+  fn, tables = compiled_decoder(model, catalogue, settings, mesh)
   sid_r, item_r, weights = [], [], []
-  bar = tqdm(batches, total=n_batches, desc=f"decode {strategy} beam {beam}", unit="batch",
+  bar = tqdm(batches, desc=f"decode {settings.describe()}", unit="batch",
              disable=not progress or jax.process_index() != 0, leave=False)
   for batch in bar:
     hist, mask = np.asarray(batch["hist_sids"], np.int32), np.asarray(batch["hist_mask"], bool)

@@ -1,7 +1,7 @@
 """Log-likelihood of a user's true next SID under a trained model, per fill order.
 
 Used to separate how well a model fits the targets from how well the beam search finds
-them (benchmarks/target_nll.py). For DIFF_GRM all 2^N - 1 partial SIDs of each target are
+them (experiments/target_nll.py). For DIFF_GRM all 2^N - 1 partial SIDs of each target are
 scored in one decoder pass (one view per known-digit pattern); the left-to-right chain
 and the best chain over all N! fill orders (the score confidence decoding gives a finished
 SID, since its beams merge fill orders and keep the best) are read off those scores, the
@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffgrm_jax import decoding
+from diffgrm_jax import catalogue as catalogue_lib
 from diffgrm_jax import model as model_lib
 
 
@@ -27,7 +27,7 @@ def patterns(n):
 def target_log_probs(model, params, batch, kind, tables=None):
   """log p(target digit d | target digits in pattern P): float [B, P, N] (AR: [B, 1, N]).
 
-  With legality `tables` (decoding.Catalogue.tables()) each conditional is renormalised
+  With legality `tables` (catalogue.Catalogue.tables()) each conditional is renormalised
   over the codes that keep the partial SID a catalogue item's (targets are always legal):
   the fit among real items only, since decoding never proposes another SID.
   """
@@ -45,12 +45,12 @@ def target_log_probs(model, params, batch, kind, tables=None):
   if tables is not None:
     if kind == "autoregressive":  # step t knows exactly the digits before it
       known = jnp.broadcast_to(jnp.tril(jnp.ones((n, n), bool), -1), (b, n, n))[:, None]
-      legal = decoding.legal_mask(tables, jnp.broadcast_to(codes[..., None, :], known.shape),
+      legal = catalogue_lib.legal_mask(tables, jnp.broadcast_to(codes[..., None, :], known.shape),
                                   known, n, logits.shape[-1])
       legal = jnp.diagonal(legal, axis1=-3, axis2=-2).transpose(0, 1, 3, 2)  # [B, 1, N, C]
     else:
       # A known digit has no legal next code; its entry is never read, so leave it whole.
-      legal = decoding.legal_mask(tables, codes, known, n, logits.shape[-1]) | known[..., None]
+      legal = catalogue_lib.legal_mask(tables, codes, known, n, logits.shape[-1]) | known[..., None]
     logits = jnp.where(legal, logits, -jnp.inf)
   lp = jax.nn.log_softmax(logits, -1)
   return jnp.take_along_axis(lp, codes[..., None], -1)[..., 0]

@@ -1,4 +1,4 @@
-"""Masked views of a target SID for training (SPEC §4), built inside the jitted step.
+"""Masked views of a target SID for training (docs/method.md, Masking), built inside the jitted step.
 
 Every strategy returns a boolean mask `[B, V, N]` (True = digit masked, i.e. to be
 predicted) built as a `vmap` over one PRNG key per row, so the masks of a row do not
@@ -19,6 +19,8 @@ depend on how the batch is sharded or which other rows share it.
 
 import jax
 import jax.numpy as jnp
+
+from diffgrm_jax.cli import ConfigError
 
 STRATEGIES = ("random", "sequential", "prefix", "guided")
 
@@ -69,3 +71,19 @@ def make_masks(key, batch_size, n_digit, *, strategy, augment_factor, mask_prob=
     views = jnp.arange(n_digit)[None, :] >= jnp.arange(n_digit)[:, None]  # [V, N]
     return jnp.broadcast_to(views, (batch_size, n_digit, n_digit))
   raise ValueError(f"masking.strategy must be one of {STRATEGIES}, got {strategy!r}")
+
+
+def check_config(config):
+  """The `masking` section's values that cannot work (one-line `ConfigError` naming the field)."""
+  k, n = config.masking, config.sid.n_digit
+  if k.strategy not in STRATEGIES:
+    raise ConfigError(f"masking.strategy={k.strategy!r}: must be one of {STRATEGIES}")
+  if k.strategy in ("guided", "sequential", "prefix") and k.augment_factor != n:
+    raise ConfigError(
+        f"masking.augment_factor={k.augment_factor}: the {k.strategy} strategy makes one view "
+        f"per digit, so it must equal sid.n_digit={n}")
+  if k.view_probs and len(k.view_probs) != k.augment_factor:
+    raise ConfigError(f"masking.view_probs has {len(k.view_probs)} entries but "
+                      f"masking.augment_factor={k.augment_factor}")
+  if not 0.0 < k.mask_prob <= 1.0:
+    raise ConfigError(f"masking.mask_prob={k.mask_prob}: must be in (0, 1]")

@@ -1,4 +1,4 @@
-"""Recall@K and NDCG@K at SID level and item level, and a popularity baseline (SPEC §6).
+"""Recall@K and NDCG@K at SID level and item level, and a popularity baseline.
 
 Pure numpy functions of arrays. One target per user; the first hit counts; a hit at
 0-based rank r scores 1 / log2(r + 2) for NDCG (rank 1 counts 1). A user whose target
@@ -6,8 +6,8 @@ is not in the top K scores 0. `MISS` marks a miss in rank arrays.
 
 SID level: the ranked SIDs are compared with the target's SID (a collision counts as a
 hit, as in the paper). Item level: the ranked SIDs are expanded into their items in
-the catalogue's tie order (see `decoding.Catalogue`), the list is truncated to K, and
-the target item itself must appear.
+the catalogue's tie order (see `catalogue.Catalogue`), the list is truncated to K, and
+the target item itself must appear. See docs/method.md, Metrics.
 """
 
 import numpy as np

@@ -25,6 +25,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from diffgrm_jax.cli import ConfigError
+
 _NEG_INF = -1e9
 
 
@@ -245,3 +247,18 @@ def from_config(config, dtype=None):
       n_dec_layers=m.n_dec_layers, n_inner=m.n_inner, dropout=m.dropout,
       max_history_len=config.data.max_history_len, tie_heads=m.tie_heads,
       mask_cross_attention=m.mask_cross_attention, kind=m.kind, dtype=dtype)
+
+
+KINDS = ("diffgrm", "autoregressive")
+DTYPES = ("float32", "bfloat16")
+
+
+def check_config(config):
+  """The `model` section's values that cannot work (one-line `ConfigError` naming the field)."""
+  m = config.model
+  if m.kind not in KINDS:
+    raise ConfigError(f"model.kind={m.kind!r}: must be 'diffgrm' or 'autoregressive'")
+  if m.d_model % m.n_heads:
+    raise ConfigError(f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}")
+  if m.dtype not in DTYPES:
+    raise ConfigError(f"model.dtype={m.dtype!r}: must be 'float32' or 'bfloat16'")

@@ -22,9 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the field."""
+from diffgrm_jax.cli import ConfigError
 
 
 def mesh_shape(shape, n_devices, n_axes=None):

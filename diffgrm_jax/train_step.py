@@ -1,4 +1,4 @@
-"""Train state, optimiser, masked loss and the sharded, jitted train step (SPEC §4).
+"""Train state, optimiser, masked loss and the sharded, jitted train step (docs/method.md, Loss).
 
 The step's randomness (dropout, masks) is `fold_in(PRNGKey(seed), step)`, so the
 RNG needs no state of its own: a run resumed at step s draws what an uninterrupted
@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from diffgrm_jax import masking
+from diffgrm_jax.cli import ConfigError
 from diffgrm_jax import sharding as shard_lib
 from diffgrm_jax.model import DiffGRM
 
@@ -157,3 +158,13 @@ def to_global(batch, batch_sharding):
   """Process-local numpy batch -> global jax arrays split over the data axes."""
   return {k: jax.make_array_from_process_local_data(batch_sharding, batch[k])
           for k in DEVICE_KEYS}
+
+
+REDUCTIONS = ("pooled", "view_mean")
+
+
+def check_config(config):
+  """Loss and optimiser values that cannot work (one-line `ConfigError` naming the field)."""
+  if config.masking.reduction not in REDUCTIONS:
+    raise ConfigError(f"masking.reduction={config.masking.reduction!r}: must be 'pooled' or "
+                      "'view_mean'")

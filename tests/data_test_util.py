@@ -2,24 +2,20 @@
 
 import json
 import os
-import sys
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.join(HERE, "..", "..", "shared", "data")
-sys.path.insert(0, os.path.join(HERE, "..", "configs"))
+from conftest import make_config
 
-import default  # pylint: disable=g-import-not-at-top,wrong-import-position
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The shared data beside the checkout, or $DIFFGRM_DATA (as in diffgrm_jax/defaults.py).
+SHARED = os.environ.get("DIFFGRM_DATA", os.path.join(HERE, "..", "..", "shared", "data"))
 
 
 def base_config(cache_dir):
-  c = default.get_config()
-  c.data.cache_dir = str(cache_dir)
-  c.sid.codebook_size = 16
-  c.sid.pca_dim = 16
-  c.sid.faiss_threads = 1  # 2 OpenMP threads on a busy 2-core machine are far slower
-  return c
+  # 1 faiss thread: 2 OpenMP threads on a busy 2-core machine are far slower.
+  return make_config(**{"data.cache_dir": str(cache_dir), "sid.codebook_size": 16,
+                        "sid.pca_dim": 16, "sid.faiss_threads": 1})
 
 
 def config_for(tmp_path, *, source, name):

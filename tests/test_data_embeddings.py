@@ -50,7 +50,7 @@ def test_real_sentence_transformers_model(monkeypatch):
   assert got.shape == (4, 384)
   np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
   assert (np.sum(got * want, axis=1) > 0.999).all()
-  # Through the config path (item text built per SPEC from the metadata).
+  # Through the config path (item text built from the metadata, docs/data.md, Item text).
   c = base_config("/tmp/unused")
   c.embedding.source, c.embedding.model = "sentence_transformers", model
   raw = sources.RawDataset(name="t", sequences=[], n_items=2,

@@ -5,12 +5,12 @@ import os
 import numpy as np
 import pytest
 
+from data_test_util import SHARED
 from diffgrm_jax.data import protocol
 from diffgrm_jax.data import sources
 from diffgrm_jax.data.errors import DataError
 from diffgrm_jax.data.text import item_text
 
-SHARED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data")
 
 
 def _rows(split):

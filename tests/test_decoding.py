@@ -1,4 +1,5 @@
-"""Tests of diffgrm_jax.decoding: legality table, exhaustive references, batching."""
+"""Tests of diffgrm_jax.decoding and diffgrm_jax.catalogue: legality table, exhaustive
+references, batching, decode settings."""
 
 import itertools
 
@@ -7,6 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from catalogue_reference import items_of, padded_tables, ranked_items
+from diffgrm_jax import catalogue as catalogue_lib
 from diffgrm_jax import decoding
 from diffgrm_jax.model import DiffGRM
 
@@ -127,16 +130,17 @@ def test_matches_exhaustive_enumeration(strategy, greedy_last, renormalize):
   model = _model()
   variables = _variables(model, 0)
   sids = _catalogue_sids(rng, 20)
-  cat = decoding.Catalogue.from_sids(sids, C)
+  cat = catalogue_lib.Catalogue.from_sids(sids, C)
   hist, mask = _history(rng, 3)
   k = 10
-  dec = decoding.make_decoder(model, cat, strategy=strategy, beam=128, top_k=k,
-                              greedy_last=greedy_last, order_seed=3, renormalize=renormalize)
+  dec = decoding.make_decoder(model, cat, decoding.DecodeSettings(
+      strategy, widths=(128,) * N, top_k=k, greedy_last=greedy_last, order_seed=3,
+      renormalize=renormalize))
   pred, scores, valid = jax.jit(dec)(variables, hist, mask)
   ref, uniq = _reference(model, variables, hist, mask, sids, strategy, greedy_last,
-                         order=dec.order, renormalize=renormalize)
+                         order=dec.settings.order, renormalize=renormalize)
   if strategy == "random":
-    assert dec.order != tuple(range(N))  # seed 3 draws a non-trivial order
+    assert dec.settings.order != tuple(range(N))  # seed 3 draws a non-trivial order
   _check_against_reference(pred, scores, valid, ref, uniq, k)
 
 
@@ -145,9 +149,9 @@ def test_autoregressive_left_to_right_matches_enumeration():
   model = _model("autoregressive")
   variables = _variables(model, 1)
   sids = _catalogue_sids(rng, 20)
-  cat = decoding.Catalogue.from_sids(sids, C)
+  cat = catalogue_lib.Catalogue.from_sids(sids, C)
   hist, mask = _history(rng, 2)
-  dec = decoding.make_decoder(model, cat, strategy="left_to_right", beam=128, top_k=10)
+  dec = decoding.make_decoder(model, cat, decoding.DecodeSettings("left_to_right", (128,) * N))
   pred, scores, valid = jax.jit(dec)(variables, hist, mask)
   uniq = np.unique(sids[1:], axis=0)
   enc = model.apply(variables, hist, mask, method=DiffGRM.encode)
@@ -157,19 +161,19 @@ def test_autoregressive_left_to_right_matches_enumeration():
   ref = np.take_along_axis(lp, np.asarray(codes)[..., None], -1)[..., 0].sum(-1)
   _check_against_reference(pred, scores, valid, ref, uniq, 10)
   with pytest.raises(ValueError, match="left_to_right"):
-    decoding.make_decoder(model, cat, strategy="confidence", beam=8)
+    decoding.make_decoder(model, cat, decoding.DecodeSettings("confidence", (8,) * N))
 
 
 def test_legal_mask_matches_brute_force():
   rng = np.random.default_rng(2)
   sids = _catalogue_sids(rng, 30)
-  cat = decoding.Catalogue.from_sids(sids, C)
+  cat = catalogue_lib.Catalogue.from_sids(sids, C)
   items = sids[1:]
   codes = rng.integers(0, C, size=(400, N))
   codes[:200] = items[rng.integers(0, len(items), 200)]  # half are prefixes of real items
   known = rng.random((400, N)) < 0.5
   known[:, rng.integers(0, N)] = False
-  got = np.asarray(decoding.legal_mask(cat.tables(), jnp.asarray(codes), jnp.asarray(known), N, C))
+  got = np.asarray(catalogue_lib.legal_mask(cat.tables(), jnp.asarray(codes), jnp.asarray(known), N, C))
   for i in range(len(codes)):
     match = np.all((items == codes[i]) | ~known[i], axis=1)
     want = np.zeros((N, C), bool)
@@ -184,17 +188,17 @@ def test_never_returns_illegal_or_duplicate_sids():
   rng = np.random.default_rng(10)
   configs = [("confidence", 4, False), ("confidence", 3, True), ("left_to_right", 5, False),
              ("random", 2, False)]
-  cat0 = decoding.Catalogue.from_sids(_catalogue_sids(rng, 5, c=c), c)
+  cat0 = catalogue_lib.Catalogue.from_sids(_catalogue_sids(rng, 5, c=c), c)
   # One compiled function per strategy; catalogues padded to one table size.
-  decoders = [(cfg, jax.jit(decoding.make_decoder(
-      model, cat0, strategy=cfg[0], beam=cfg[1], top_k=10, greedy_last=cfg[2], order_seed=1).apply))
+  decoders = [(cfg, jax.jit(decoding.make_decoder(model, cat0, decoding.DecodeSettings(
+      cfg[0], widths=(cfg[1],) * N, top_k=10, greedy_last=cfg[2], order_seed=1)).apply))
       for cfg in configs]
   for trial in range(6):
     variables = _variables(model, trial)
     # Partial-prefix traps: few items, so most partial combinations have no completion.
     sids = _catalogue_sids(rng, int(rng.integers(3, 25)), c=c, n_collide=2)
-    cat = decoding.Catalogue.from_sids(sids, c)
-    tables = cat.tables(n_keys=512)
+    cat = catalogue_lib.Catalogue.from_sids(sids, c)
+    tables = padded_tables(cat, 512)
     legal = {tuple(s) for s in sids[1:]}
     hist, mask = _history(rng, 4, c=c)
     for cfg, dec in decoders:
@@ -213,10 +217,12 @@ def test_batch_equals_one_user_at_a_time(strategy):
   rng = np.random.default_rng(5)
   model = _model(c=16)
   variables = _variables(model, 5)
-  cat = decoding.Catalogue.from_sids(_catalogue_sids(rng, 60, c=16), 16)
+  cat = catalogue_lib.Catalogue.from_sids(_catalogue_sids(rng, 60, c=16), 16)
   hist, mask = _history(rng, 4, c=16)
-  dec = jax.jit(decoding.make_decoder(model, cat, strategy=strategy, beam=6,
-                                      step_beams=(4, 6, 6, 5), top_k=5))
+  # beam 6 with step_beams (4, 6, 6, 5): confidence uses the beam at every step.
+  widths = (6, 6, 6, 6) if strategy == "confidence" else (4, 6, 6, 5)
+  dec = jax.jit(decoding.make_decoder(model, cat, decoding.DecodeSettings(strategy, widths,
+                                                                          top_k=5)))
   pred, scores, valid = dec(variables, hist, mask)
   for u in range(4):
     p1, s1, v1 = dec(variables, hist[u:u + 1], mask[u:u + 1])
@@ -228,13 +234,31 @@ def test_batch_equals_one_user_at_a_time(strategy):
 def test_catalogue_groups_and_tie_rule():
   sids = np.array([[0, 0, 0, 0], [1, 2, 3, 4], [5, 5, 5, 5], [1, 2, 3, 4], [1, 2, 3, 4]], np.int32)
   pop = np.array([0, 1, 9, 5, 5])
-  cat = decoding.Catalogue.from_sids(sids, C, item_popularity=pop)
+  cat = catalogue_lib.Catalogue.from_sids(sids, C, item_popularity=pop)
   assert cat.n_sids == 2
-  assert cat.items_of([1, 2, 3, 4]) == [3, 4, 1]  # popularity desc, then item id
-  assert cat.items_of([5, 5, 5, 5]) == [2]
-  assert cat.items_of([7, 7, 7, 7]) == []
-  assert cat.items_of([1, 2, 3, 4]) == [3, 4, 1]
-  assert decoding.Catalogue.from_sids(sids, C).items_of([1, 2, 3, 4]) == [1, 3, 4]
+  assert items_of(cat, [1, 2, 3, 4]) == [3, 4, 1]  # popularity desc, then item id
+  assert items_of(cat, [5, 5, 5, 5]) == [2]
+  assert items_of(cat, [7, 7, 7, 7]) == []
+  assert items_of(cat, [1, 2, 3, 4]) == [3, 4, 1]
+  assert items_of(catalogue_lib.Catalogue.from_sids(sids, C), [1, 2, 3, 4]) == [1, 3, 4]
   pred = np.array([[[5, 5, 5, 5], [1, 2, 3, 4], [0, 0, 0, 0]]])
-  np.testing.assert_array_equal(cat.ranked_items(pred, np.array([[True, True, False]]), 3),
+  np.testing.assert_array_equal(ranked_items(cat, pred, np.array([[True, True, False]]), 3),
                                 [[2, 3, 4]])
+
+
+def test_decode_settings_resolve_the_split_widths_like_the_config_says():
+  from conftest import make_config
+  c = make_config(**{"decode.valid_beam": 32, "decode.test_beam": 256,
+                     "decode.step_beams": (16, 64, 64, 64), "decode.strategy": "confidence"})
+  assert decoding.DecodeSettings.from_config(c, "valid").widths == (32,) * 4
+  assert decoding.DecodeSettings.from_config(c, "test").widths == (256,) * 4
+  assert decoding.DecodeSettings.from_config(c, "test", beam=20).widths == (20,) * 4
+  c.decode.strategy = "left_to_right"  # fixed orders take step_beams, whatever the split
+  assert decoding.DecodeSettings.from_config(c, "valid").widths == (16, 64, 64, 64)
+  c.decode.step_beams = ()
+  assert decoding.DecodeSettings.from_config(c, "valid").widths == (32,) * 4
+  s = decoding.DecodeSettings.from_config(c, "test")
+  assert s == decoding.DecodeSettings.from_config(c, "test") and hash(s) == hash(
+      decoding.DecodeSettings.from_config(c, "test"))  # usable as a cache key
+  with pytest.raises(ValueError, match="must be one of"):
+    decoding.DecodeSettings("nope", (4,) * 4)

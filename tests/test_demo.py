@@ -4,32 +4,25 @@ import math
 
 import pytest
 
-from conftest import ROOT  # noqa: F401  (puts configs/ on sys.path)
-from diffgrm_jax import eval as eval_lib
-from diffgrm_jax import train as train_lib
+from conftest import make_config
+from diffgrm_jax import experiment
+from diffgrm_jax import trainer
 
 
 def small_demo(cache_dir):
-  import demo  # configs/demo.py
-  c = demo.get_config()
-  c.data.cache_dir = str(cache_dir)
-  c.data.synthetic.n_users = 1000
   # Smaller batches learn more per epoch; one length bucket (histories are at most 19
   # items) compiles one train step and one decoder instead of three each.
-  c.data.length_buckets = (20,)
-  c.train.batch_size = 64
-  c.train.epochs = 4
-  c.train.eval_start_epoch = 2
-  c.train.eval_every_epochs = 2
-  c.decode.test_beam = 32
-  return c
+  return make_config("demo.py", **{
+      "data.cache_dir": str(cache_dir), "data.synthetic.n_users": 1000,
+      "data.length_buckets": (20,), "train.batch_size": 64, "train.epochs": 4,
+      "train.eval_start_epoch": 2, "train.eval_every_epochs": 2, "decode.test_beam": 32})
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   config = small_demo(tmp_path_factory.mktemp("cache"))
   workdir = str(tmp_path_factory.mktemp("demo"))
-  summary = train_lib.train_and_evaluate(config, workdir, progress=False)
+  summary = trainer.train_and_evaluate(config, workdir, progress=False)
   return config, workdir, summary
 
 
@@ -48,6 +41,6 @@ def test_restore_and_eval_reproduces_training_metrics(trained):
   config, workdir, s = trained
   for split in ("test", "valid"):
     beam = config.decode.test_beam if split == "test" else config.decode.valid_beam
-    got = eval_lib.evaluate_workdir(config, workdir, split=split, beam=beam, progress=False)
+    got = experiment.evaluate_workdir(config, workdir, split=split, beam=beam, progress=False)
     for k, v in s[split].items():
       assert math.isclose(got[k], v, rel_tol=0, abs_tol=1e-9), (split, k, got[k], v)

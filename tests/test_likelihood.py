@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffgrm_jax import decoding
+from diffgrm_jax import catalogue as catalogue_lib
 from diffgrm_jax import likelihood
 from diffgrm_jax import model as model_lib
 
@@ -62,7 +62,7 @@ def test_left_to_right_chain_sums_to_one_over_all_sids(kind):
 
   # Renormalised over a catalogue's legal codes, the chain sums to 1 over its SIDs alone.
   catalogue_rows = rng.choice(m, size=9, replace=False)
-  cat = decoding.Catalogue.from_sids(np.concatenate([np.zeros((1, N), np.int32),
+  cat = catalogue_lib.Catalogue.from_sids(np.concatenate([np.zeros((1, N), np.int32),
                                                      sids[catalogue_rows]]), C)
   sub = {k: v[catalogue_rows] for k, v in batch.items()}
   lp = np.asarray(score(params, sub, cat.tables()), np.float64)

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from flax.linen import meta
 
+from catalogue_reference import items_of, ranked_items
+from diffgrm_jax import catalogue as catalogue_lib
 from diffgrm_jax import decoding, evaluation, metrics
 from diffgrm_jax.model import DiffGRM
 
@@ -37,9 +39,9 @@ def test_item_level_expands_collision_groups_in_tie_order():
   # Items 1..5; items 1 and 3 share SID 7 (3 is more popular); 5 shares SID 6 with 4, 2.
   sids = np.array([[0] * 4, _sid(7), _sid(2), _sid(7), _sid(6), _sid(6)], np.int32)
   pop = np.array([0, 1, 0, 5, 3, 3])
-  cat = decoding.Catalogue.from_sids(sids, 8, item_popularity=pop)
-  assert cat.items_of(_sid(7)) == [3, 1]
-  assert cat.items_of(_sid(6)) == [4, 5]
+  cat = catalogue_lib.Catalogue.from_sids(sids, 8, item_popularity=pop)
+  assert items_of(cat, _sid(7)) == [3, 1]
+  assert items_of(cat, _sid(6)) == [4, 5]
   pred = np.array([[_sid(2), _sid(7), _sid(6), _sid(0), _sid(1)]] * 4)
   valid = np.ones((4, 5), bool)
   target_item = np.array([1, 3, 5, 2])
@@ -49,7 +51,7 @@ def test_item_level_expands_collision_groups_in_tie_order():
                              cat.item_group, cat.item_rank_in_group)
   # Expanded list: [2, 3, 1, 4, 5] -> item 1 at rank 2, item 3 at 1, item 5 at 4, item 2 at 0.
   np.testing.assert_array_equal(ranks, [2, 1, 4, 0])
-  np.testing.assert_array_equal(cat.ranked_items(pred[:1], valid[:1], 5), [[2, 3, 1, 4, 5]])
+  np.testing.assert_array_equal(ranked_items(cat, pred[:1], valid[:1], 5), [[2, 3, 1, 4, 5]])
   m = metrics.recall_ndcg(ranks, ks=(2, 5))
   assert m["recall@2"] == pytest.approx(2 / 4)
   assert m["ndcg@2"] == pytest.approx((1 / np.log2(3) + 1) / 4)
@@ -94,7 +96,7 @@ def test_evaluate_matches_direct_computation_and_ignores_padding():
   model, v = _tiny()
   sids = rng.integers(0, 8, size=(41, N)).astype(np.int32)
   sids[5] = sids[6]  # a collision group
-  cat = decoding.Catalogue.from_sids(sids, 8, item_popularity=rng.integers(0, 5, 41))
+  cat = catalogue_lib.Catalogue.from_sids(sids, 8, item_popularity=rng.integers(0, 5, 41))
   batches, rows = [], []
   for lb, n_real in ((4, 5), (8, 3)):  # two bucket lengths, padded to 6 rows each
     hist = rng.integers(0, 8, size=(6, lb, N)).astype(np.int32)
@@ -104,29 +106,27 @@ def test_evaluate_matches_direct_computation_and_ignores_padding():
     weight = (np.arange(6) < n_real).astype(np.float32)
     batches.append(dict(hist_sids=hist, hist_mask=mask, target_sid=sids[item], target_item=item,
                         weight=weight, user=np.where(weight > 0, np.arange(6), -1)))
-  fn, tables = evaluation.decoder_fn(model, cat, strategy="confidence", beam=16, top_k=10)
+  settings = decoding.DecodeSettings("confidence", widths=(16,) * N, top_k=10)
+  fn, tables = evaluation.compiled_decoder(model, cat, settings)
   for b in batches:
     pred, _, valid = map(np.asarray, fn(v, tables, b["hist_sids"], b["hist_mask"]))
     keep = b["weight"] > 0
     rows.append((pred[keep], valid[keep], b["target_sid"][keep], b["target_item"][keep]))
   pred, valid, tsid, titem = (np.concatenate(x) for x in zip(*rows))
   want_sid = metrics.recall_ndcg(metrics.sid_ranks(pred, valid, tsid))
-  items = cat.ranked_items(pred, valid, 10)
+  items = ranked_items(cat, pred, valid, 10)
   hit = items == titem[:, None]
   want_item = metrics.recall_ndcg(np.where(hit.any(1), hit.argmax(1), metrics.MISS))
   assert 0 < want_sid["recall@10"] < 1 and want_item["recall@10"] <= want_sid["recall@10"]
-  got = evaluation.evaluate(v, model, cat, batches, strategy="confidence", beam=16, top_k=10,
-                            progress=False)
+  got = evaluation.evaluate(v, model, cat, batches, settings, progress=False)
   assert got["n_users"] == 8
   for k, val in want_sid.items():
     assert got[f"sid/{k}"] == pytest.approx(val)
   for k, val in want_item.items():
     assert got[f"item/{k}"] == pytest.approx(val)
   # The same through a (one-device) mesh with a batch sharding (one batch: one compile).
-  want = evaluation.evaluate(v, model, cat, batches[:1], strategy="confidence", beam=16, top_k=10,
-                             progress=False)
+  want = evaluation.evaluate(v, model, cat, batches[:1], settings, progress=False)
   mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  got2 = evaluation.evaluate(v, model, cat, batches[:1], strategy="confidence", beam=16, top_k=10,
-                             mesh=mesh, batch_sharding=sharding, progress=False)
+  got2 = evaluation.evaluate(v, model, cat, batches[:1], settings, mesh=mesh, batch_sharding=sharding, progress=False)
   assert got2 == pytest.approx(want)

@@ -24,12 +24,9 @@ TIMEOUT_S = 240
 
 
 def small_config():
-  c = tiny_config()
   # A smaller graph compiles faster; what is tested does not depend on it.
-  c.model.n_dec_layers = 1
-  c.masking.strategy = "random"
-  c.mesh.shape = (1, 2)
-  return c
+  return tiny_config(**{"model.n_dec_layers": 1, "masking.strategy": "random",
+                        "mesh.shape": (1, 2)})
 
 
 def train(config, mesh, process_index=0, process_count=1):
@@ -66,8 +63,8 @@ def worker(workdir):
       np.testing.assert_array_equal(np.asarray(sa.data), np.asarray(sb.data))
 
   # Decisions such as train.time_limit_s's are process 0's on every process.
-  from diffgrm_jax import train as train_lib
-  assert train_lib.agree(pid == 0) is True and train_lib.agree(pid != 0) is False
+  from diffgrm_jax import trainer
+  assert trainer.agree(pid == 0) is True and trainer.agree(pid != 0) is False
 
   params = multihost_utils.process_allgather(state.params, tiled=True)
   if pid == 0:

@@ -1,22 +1,25 @@
-"""benchmarks/reproduce.py records one complete JSON line per run, and
-benchmarks/render_results.py renders those lines with the paper's numbers beside them."""
+"""experiments/reproduce.py records one complete JSON line per run (without the machine's
+folders), and experiments/render_results.py renders those lines with the paper's numbers
+beside them."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 
 from conftest import ROOT
-from test_robustness import TINY, _flags
+from conftest import TINY_RUN
+from run_helpers import flags
 
 METRICS = {f"{level}/{m}@{k}" for level in ("sid", "item") for m in ("recall", "ndcg")
            for k in (5, 10)}
 
 
 def _reproduce(tmp_path, *args):
-  cmd = [sys.executable, "benchmarks/reproduce.py", "--config=configs/demo.py",
+  cmd = [sys.executable, "experiments/reproduce.py", "--config=configs/demo.py",
          f"--results_dir={tmp_path / 'results'}", "--label=test run",
-         *_flags(dict(TINY, **{"data.cache_dir": str(tmp_path / "cache")})), *args]
+         *flags(dict(TINY_RUN, **{"data.cache_dir": str(tmp_path / "cache")})), *args]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
   proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
@@ -43,11 +46,12 @@ def test_reproduce_appends_a_full_row_per_run_and_render_shows_them(tmp_path):
   with open(tmp_path / "wd" / "summary.json") as f:
     assert json.load(f)["test"] == run["test"]
 
-  sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
-  try:
-    import render_results  # pylint: disable=import-outside-toplevel
-  finally:
-    sys.path.pop(0)
+  assert str(tmp_path) not in open(path).read()  # no folder of this machine is recorded
+  assert "cache_dir" not in run["config"]["data"] and "data_dir" not in run["config"]["data"]
+  spec = importlib.util.spec_from_file_location(
+      "render_results", os.path.join(ROOT, "experiments", "render_results.py"))
+  render_results = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(render_results)
   table = render_results.render(str(tmp_path / "results"))
   line = next(l for l in table.splitlines() if l.startswith("| DIFF_GRM random + confidence"))
   assert f"{run['test']['sid/ndcg@10']:.4f}" in line and "| test run |" in line

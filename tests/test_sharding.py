@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
+from diffgrm_jax import cli
 from diffgrm_jax import sharding as shard_lib
 
 
@@ -17,17 +18,17 @@ def test_mesh_shape_pads_and_resolves():
   assert shard_lib.mesh_shape((4, 2), 8, 3) == (4, 2, 1)
   assert shard_lib.mesh_shape((-1,), 8, 3) == (8, 1, 1)
   assert shard_lib.mesh_shape((2, -1, 2), 8, 3) == (2, 2, 2)
-  with pytest.raises(shard_lib.ConfigError, match="at most one axis may be -1"):
+  with pytest.raises(cli.ConfigError, match="at most one axis may be -1"):
     shard_lib.mesh_shape((-1, -1), 8, 3)
-  with pytest.raises(shard_lib.ConfigError, match="needs 6 devices but 8"):
+  with pytest.raises(cli.ConfigError, match="needs 6 devices but 8"):
     shard_lib.mesh_shape((3, 2), 8, 3)
-  with pytest.raises(shard_lib.ConfigError, match="more entries than mesh.axes"):
+  with pytest.raises(cli.ConfigError, match="more entries than mesh.axes"):
     shard_lib.mesh_shape((1, 1, 1, 8), 8, 3)
 
 
 def test_rule_naming_a_missing_axis_fails(config):
   config.mesh.shape, config.mesh.axes = (-1, 1), ("data", "fsdp")  # rules still name tensor
-  with pytest.raises(shard_lib.ConfigError, match="'mlp' to mesh axis 'tensor'"):
+  with pytest.raises(cli.ConfigError, match="'mlp' to mesh axis 'tensor'"):
     shard_lib.make_mesh(config)
 
 
@@ -40,12 +41,9 @@ from conftest import tiny_config, train_random_steps
 from diffgrm_jax import model as model_lib, sharding as shard_lib, train_step as step_lib
 
 def small_config(shape):
-  c = tiny_config()
-  c.mesh.shape = shape
   # A smaller graph compiles faster; sharding behaves the same.
-  c.model.n_dec_layers = 1
-  c.masking.strategy = "random"
-  return c
+  return tiny_config(**{"mesh.shape": shape, "model.n_dec_layers": 1,
+                        "masking.strategy": "random"})
 
 def losses(c, devices, n_steps=2):
   return train_random_steps(c, shard_lib.make_mesh(c, devices), n_steps)[0]

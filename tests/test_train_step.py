@@ -91,9 +91,7 @@ from conftest import tiny_config
 out = {}
 # (2, 4) and (2, 2, 2) are in test_sharding.py (random masking, one decoder layer).
 for shape in [(8, 1), (4, 2)]:
-  c = tiny_config()
-  c.mesh.shape = shape
-  out[str(shape)] = run_losses(c)
+  out[str(shape)] = run_losses(tiny_config(**{"mesh.shape": shape}))
 print("JSON" + json.dumps(out))
 """
 

@@ -16,6 +16,8 @@ Raised (message names the file, and the line where there is one):
   bad codebook size ................... "sid.codebook_size=K: must be a power of two ..."
 """
 
+from diffgrm_jax.cli import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError, ValueError):
   """Bad or missing input data: the message names the file (and line) and the fix."""

@@ -1,4 +1,5 @@
-"""Evaluation protocol (SPEC §1): leave-one-out splits and sliding training rows."""
+"""Evaluation protocol: leave-one-out splits and sliding training rows (docs/data.md, Splits;
+Training rows)."""
 
 import dataclasses
 
@@ -6,7 +7,7 @@ import numpy as np
 
 from diffgrm_jax.data.errors import DataError
 
-# Training targets stop at this 0-based position (SPEC: t <= min(len-3, 50)).
+# Training targets stop at this 0-based position (t <= min(len-3, 50); docs/data.md, Training rows).
 MAX_TARGET_POS = 50
 
 

@@ -1,4 +1,4 @@
-"""Semantic IDs (SPEC §2): PCA (whitened, fitted on training items) -> L2 -> OPQ + PQ.
+"""Semantic IDs (docs/data.md, Semantic IDs): PCA (whitened, fitted on training items) -> L2 -> OPQ + PQ.
 
 The quantiser is faiss `OPQ{n_digit},IVF1,PQ{n_digit}x{nbits}` with inner product,
 built from its parts so that small catalogues work: faiss's k-means wants >= 39 points

@@ -1,4 +1,4 @@
-"""Item text for sentence embeddings (SPEC §1)."""
+"""Item text for sentence embeddings (docs/data.md, Item text)."""
 
 import html
 import re

@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # The Sports paper recipe for DIFF_GRM and for the autoregressive baseline, side by side on
-# one GPU, inside one fixed-length lease (the workplace's device tool; any single-GPU host
-# with jax[cuda] works the same way).
+# one GPU, inside one fixed-length time budget (any single-GPU host with jax[cuda]).
 #
-#   bash benchmarks/lease_sports.sh PREPARED OUT [TRAIN_SECONDS] [extra --config flags...]
+#   bash experiments/sports_single_gpu.sh PREPARED OUT [TRAIN_SECONDS] [extra --config flags...]
 #
 # PREPARED: data + SIDs written here by
-#   python benchmarks/reproduce.py --config=configs/sports.py --export_prepared=FILE
+#   python experiments/reproduce.py --config=configs/sports.py --export_prepared=FILE
 # OUT: folder for the two logs, the two summaries and the results rows (one JSON line
-# each, as benchmarks/reproduce.py appends them). TRAIN_SECONDS (default 0: no limit) is
+# each, as experiments/reproduce.py appends them). TRAIN_SECONDS (default 0: no limit) is
 # train.time_limit_s for both runs: a run that reaches it stops training and still tests its
 # best checkpoint, and its summary says stopped_by_time_limit. Extra flags go to both runs
 # (e.g. a smaller model for a dry run on a CPU).
@@ -22,10 +21,10 @@ export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.45}
 export PYTHONUNBUFFERED=1
 common=(--config=configs/sports.py --prepared="$prepared" --results_dir="$out" --verbosity=-1
         --config.train.time_limit_s="$limit")
-python3 benchmarks/reproduce.py "${common[@]}" --workdir=/tmp/lease_diffgrm \
+python3 experiments/reproduce.py "${common[@]}" --workdir=/tmp/sports_single_gpu_diffgrm \
     --label="paper recipe, time limit ${limit} s" "$@" >"$out/diffgrm.log" 2>&1 &
 dg=$!
-python3 benchmarks/reproduce.py "${common[@]}" --workdir=/tmp/lease_autoregressive \
+python3 experiments/reproduce.py "${common[@]}" --workdir=/tmp/sports_single_gpu_autoregressive \
     --config.model.kind=autoregressive --config.decode.strategy=left_to_right \
     --config.decode.step_beams='()' --label="paper recipe, time limit ${limit} s" "$@" \
     >"$out/autoregressive.log" 2>&1 &
@@ -33,7 +32,7 @@ ar=$!
 wait $dg; rc_dg=$?
 wait $ar; rc_ar=$?
 for run in diffgrm autoregressive; do
-  cp "/tmp/lease_$run/summary.json" "$out/summary_$run.json" 2>/dev/null
+  cp "/tmp/sports_single_gpu_$run/summary.json" "$out/summary_$run.json" 2>/dev/null
 done
 python3 - "$out" <<'EOF'
 import json, sys, os

@@ -1,10 +1,10 @@
-"""Render benchmarks/results/*.jsonl as the README's results table (Markdown).
+"""Render experiments/results/*.jsonl as the README's results table (Markdown).
 
-  python benchmarks/render_results.py            # print the table
-  python benchmarks/render_results.py --write    # replace the block between the markers in README.md
+  python experiments/render_results.py            # print the table
+  python experiments/render_results.py --write    # replace the block between the markers in README.md
 
-Each row is one run recorded by benchmarks/reproduce.py; the paper's numbers (SPEC §7)
-are listed beside them for the same dataset.
+Each row is one run recorded by experiments/reproduce.py; the paper's numbers
+(its Table 2) are listed beside them for the same dataset.
 """
 
 import argparse
@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(HERE, "..", "README.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
-# Test split, SID level (SPEC §7): R@5, N@5, R@10, N@10.
+# The paper's test split, SID level: R@5, N@5, R@10, N@10.
 PAPER = {
     "Sports_and_Outdoors": {"TIGER": (.0264, .0181, .0400, .0225), "RPG": (.0314, .0216, .0463, .0263),
                             "DiffGRM (paper)": (.0363, .0245, .0550, .0305)},
@@ -39,7 +39,7 @@ def _name(row):
 def _command(row):
   args = [f"--config={row.get('config_file')}"] + list(row.get("overrides", []))
   args.append("--popularity" if row["model_kind"] == "popularity" else "--workdir=DIR")
-  return "`python benchmarks/reproduce.py " + " ".join(args) + "`"
+  return "`python experiments/reproduce.py " + " ".join(args) + "`"
 
 
 def render(results_dir=os.path.join(HERE, "results")):

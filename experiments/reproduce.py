@@ -1,16 +1,16 @@
-"""Train and evaluate one config end to end; append one JSON line to benchmarks/results/.
+"""Train and evaluate one config end to end; append one JSON line to experiments/results/.
 
-  python benchmarks/reproduce.py --config=configs/sports.py:cpu --workdir=runs/sports_cpu
-  python benchmarks/reproduce.py --config=configs/sports.py:cpu --workdir=runs/sports_cpu_seed \
+  python experiments/reproduce.py --config=configs/sports.py:cpu --workdir=runs/sports_cpu
+  python experiments/reproduce.py --config=configs/sports.py:cpu --workdir=runs/sports_cpu_seed \
       --config.masking.strategy=random --config.decode.strategy=left_to_right
-  python benchmarks/reproduce.py --config=configs/sports.py:cpu --popularity
+  python experiments/reproduce.py --config=configs/sports.py:cpu --popularity
 
-Each line of `benchmarks/results/<dataset>.jsonl` records the dataset, model kind,
+Each line of `experiments/results/<dataset>.jsonl` records the dataset, model kind,
 masking and decoding strategies, the full config with its hash and the command-line
 overrides, epochs run, wall time (and `timing`, its breakdown), device kind and count,
 jax version, and validation and test Recall/NDCG@5/10 at SID and item level.
 `--popularity` records the popularity baseline on the same SIDs instead of training.
-`benchmarks/render_results.py` turns the files into the README's results table.
+`experiments/render_results.py` turns the files into the README's results table.
 """
 
 import hashlib
@@ -26,7 +26,7 @@ from ml_collections import config_flags
 
 from diffgrm_jax import data as data_lib
 from diffgrm_jax import metrics as metrics_lib
-from diffgrm_jax import train as train_lib
+from diffgrm_jax import trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe, e.g. configs/sports.py:cpu.",
                                           lock_config=True)
@@ -42,12 +42,29 @@ flags.DEFINE_string("prepared", None, "Train on a file written by --export_prepa
 FLAGS = flags.FLAGS
 
 
-def _record(config, row):
+# Where this machine keeps data and caches: not part of the experiment, and not recorded.
+MACHINE_FIELDS = ("data_dir", "cache_dir")
+
+
+def portable_config(config):
+  """The config as a dict without this machine's folders (`MACHINE_FIELDS` of `data`)."""
   cfg = config.to_dict()
+  for name in MACHINE_FIELDS:
+    cfg["data"].pop(name, None)
+  return cfg
+
+
+def config_hash(cfg):
+  return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _record(config, row):
+  cfg = portable_config(config)
   row.update(
-      config_hash=hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:12],
+      config_hash=config_hash(cfg),
       config_file=next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), None),
-      overrides=[a for a in sys.argv[1:] if a.startswith("--config.")],
+      overrides=[a for a in sys.argv[1:] if a.startswith("--config.")
+                 and a.split("=")[0].split(".")[-1] not in MACHINE_FIELDS],
       config=cfg, label=FLAGS.label, device_kind=jax.devices()[0].device_kind,
       device_count=jax.device_count(), jax_version=jax.__version__,
       date=time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -79,7 +96,7 @@ def main(argv):
   else:
     if not FLAGS.workdir:
       raise app.UsageError("--workdir is required unless --popularity")
-    s = train_lib.train_and_evaluate(config, FLAGS.workdir, data=data)
+    s = trainer.train_and_evaluate(config, FLAGS.workdir, data=data)
     if s.get("preempted"):
       print("preempted: rerun the same command to resume; nothing recorded")
       return

@@ -1,6 +1,6 @@
 """How well a trained model fits held-out targets, apart from the beam search; prints a table.
 
-  python benchmarks/target_nll.py --config=configs/sports.py:cpu --workdir=runs/sports_cpu \
+  python experiments/target_nll.py --config=configs/sports.py:cpu --workdir=runs/sports_cpu \
       [--checkpoint=latest] [--split=valid] [--prepared=FILE]
 
 For every user of the split it scores the true next SID:
@@ -16,7 +16,6 @@ partial SID a catalogue item's, which is all decoding ever proposes).
 The scoring is `diffgrm_jax.likelihood`.
 """
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -24,11 +23,10 @@ import numpy as np
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from diffgrm_jax import checkpointing
+from diffgrm_jax import cli
 from diffgrm_jax import data as data_lib
+from diffgrm_jax import experiment
 from diffgrm_jax import likelihood
-from diffgrm_jax import train as train_lib
-from diffgrm_jax import train_step as step_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config the workdir was trained with.",
                                           lock_config=True)
@@ -44,19 +42,8 @@ def main(argv):
   del argv
   config = _CONFIG.value
   data = data_lib.load_prepared(FLAGS.prepared) if FLAGS.prepared else None
-  exp = train_lib.Experiment(config, data)
-  ckpt = checkpointing.Checkpoints(FLAGS.workdir, checkpointing.model_fingerprint(config),
-                                   create=False)
-  try:
-    tx, _ = step_lib.make_optimizer(config, 1)
-    abstract, _ = step_lib.abstract_state(exp.model, tx, config, exp.mesh)
-    restored = (ckpt.restore_best(abstract) if FLAGS.checkpoint == "best"
-                else ckpt.restore_latest(abstract))
-  finally:
-    ckpt.close()
-  if restored is None:
-    raise SystemExit(f"error: no {FLAGS.checkpoint} checkpoint in {FLAGS.workdir}")
-  state, meta = restored
+  exp = experiment.Experiment(config, data)
+  state, meta = experiment.restore(exp, FLAGS.workdir, FLAGS.checkpoint)
   kind = config.model.kind
   tables = exp.catalogue.tables()
   fns = {"all codes": jax.jit(lambda p, b: likelihood.target_log_probs(exp.model, p, b, kind)),
@@ -89,4 +76,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  cli.run_cli(main)

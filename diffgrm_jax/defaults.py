@@ -1,0 +1,226 @@
+"""Default configuration: every field of diffgrm_jax, each with a one-line comment.
+
+The recipes in configs/ (`sports.py`, `beauty.py`, `toys.py`, `demo.py`) start from
+`get_config()` here and change only what differs; `configs/default.py` returns it as is.
+Any field can be overridden on the command line:
+
+  python -m diffgrm_jax.train --config=configs/default.py --workdir=/tmp/run \
+      --config.optim.lr=0.001 --config.masking.strategy=random
+
+docs/configuration.md explains the fields by topic.
+"""
+
+import os
+
+import ml_collections
+
+
+def _default_data_dir():
+  # ../shared/data beside the checkout (this file is in <checkout>/diffgrm_jax), unless
+  # DIFFGRM_DATA points elsewhere.
+  here = os.path.dirname(os.path.abspath(__file__))
+  return os.environ.get("DIFFGRM_DATA", os.path.join(here, "..", "..", "shared", "data"))
+
+
+def _default_cache_dir():
+  return os.environ.get(
+      "DIFFGRM_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "diffgrm_jax"))
+
+
+def get_config():
+  """Every field at its default value."""
+  c = ml_collections.ConfigDict()
+  # Master seed: data shuffling, masking, dropout and init all derive from it.
+  c.seed = 42
+
+  # ---------------------------------------------------------------- data
+  c.data = d = ml_collections.ConfigDict()
+  # Where the data comes from: 'synthetic' (embedded, no files), 'shared' (the
+  # preprocessed `user item item ...` format of ../shared/data) or 'amazon2014' (raw
+  # SNAP reviews_/meta_ files, downloaded or read from data_dir).
+  d.source = "synthetic"
+  # Dataset / category name, e.g. 'Sports_and_Outdoors', 'Beauty', 'Toys_and_Games'.
+  d.name = "synthetic"
+  # Root folder holding datasets (a sub-folder per dataset name).
+  d.data_dir = _default_data_dir()
+  # Cache for processed sequences, embeddings and SID tables (never inside data_dir).
+  d.cache_dir = _default_cache_dir()
+  # amazon2014 only: download missing raw files (else they must be in data_dir).
+  d.download = False
+  # Most recent history items kept per example (the paper: 50).
+  d.max_history_len = 50
+  # Histories are padded to the smallest of these lengths that fits, so a few shapes
+  # are compiled; training batches are drawn from one bucket at a time.
+  d.length_buckets = (8, 16, 32, 50)
+  # Synthetic source only: catalogue and population sizes and the generator's seed.
+  d.synthetic = ml_collections.ConfigDict()
+  d.synthetic.n_users = 2000
+  d.synthetic.n_items = 600
+  d.synthetic.n_groups = 24
+  d.synthetic.emb_dim = 64
+  d.synthetic.min_len = 5
+  d.synthetic.max_len = 20
+  d.synthetic.seed = 0
+
+  # ---------------------------------------------------------------- embeddings
+  c.embedding = e = ml_collections.ConfigDict()
+  # 'auto' (the source's own vectors when it has them: synthetic's latent vectors,
+  # shared's derived/item_emb_*.npy), 'file' (a .npy aligned with item ids) or
+  # 'sentence_transformers' (encode the item text with `model`).
+  e.source = "auto"
+  # .npy file for source='file'; row r = item id r+1, or r = item id when it has n_items+1 rows.
+  e.path = ""
+  # sentence-transformers model name or local path (pip install .[text]).
+  e.model = "sentence-transformers/sentence-t5-base"
+  # Encoding batch size for sentence-transformers.
+  e.batch_size = 64
+
+  # ---------------------------------------------------------------- semantic IDs
+  c.sid = s = ml_collections.ConfigDict()
+  # Digits per semantic ID.
+  s.n_digit = 4
+  # Codes per digit.
+  s.codebook_size = 256
+  # PCA output dimension before OPQ (capped at the embedding dimension).
+  s.pca_dim = 256
+  # Whiten the PCA output (fewer collisions).
+  s.whiten = True
+  # faiss thread count: SIDs depend on it, so it is part of the cache key.
+  s.faiss_threads = 2
+  # Re-assign colliding items so every item has its own SID (item level == SID level).
+  s.collision_free = False
+
+  # ---------------------------------------------------------------- model
+  c.model = m = ml_collections.ConfigDict()
+  # 'diffgrm' (bidirectional masked decoder) or 'autoregressive' (causal baseline).
+  m.kind = "diffgrm"
+  # Model width.
+  m.d_model = 256
+  # Attention heads.
+  m.n_heads = 4
+  # Encoder blocks.
+  m.n_enc_layers = 1
+  # Decoder blocks.
+  m.n_dec_layers = 4
+  # MLP hidden width.
+  m.n_inner = 1024
+  # Dropout rate (embeddings, attention outputs, MLPs).
+  m.dropout = 0.1
+  # Output heads tied to the digit's slice of the embedding table (False adds an adapter).
+  m.tie_heads = True
+  # True: padded history positions get no cross-attention weight. False: the release's
+  # behaviour (zeroed encoder rows that still take softmax weight).
+  m.mask_cross_attention = True
+  # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
+  m.dtype = "float32"
+
+  # ---------------------------------------------------------------- masking
+  c.masking = k = ml_collections.ConfigDict()
+  # 'random' (seed note), 'sequential', 'prefix' (left-to-right views, an ablation) or
+  # 'guided' (paper's on-policy noising).
+  k.strategy = "guided"
+  # Masked views per training row.
+  k.augment_factor = 4
+  # random: probability that a digit is masked.
+  k.mask_prob = 0.5
+  # random: per-view probabilities (empty = mask_prob for every view).
+  k.view_probs = ()
+  # random: force view 0 to be all-masked.
+  k.force_all_masked = True
+  # Loss: 'pooled' (mean over all masked tokens) or 'view_mean' (mean within view,
+  # then across views: the paper).
+  k.reduction = "view_mean"
+  # Label smoothing within each digit's codebook.
+  k.label_smoothing = 0.1
+
+  # ---------------------------------------------------------------- optimisation
+  c.optim = o = ml_collections.ConfigDict()
+  # Peak learning rate.
+  o.lr = 0.003
+  # Linear warmup steps from 0 (capped at the total step count).
+  o.warmup_steps = 10000
+  # AdamW weight decay (optax's default 1e-4 differs from the release's 0).
+  o.weight_decay = 0.0
+  # Adam betas and epsilon.
+  o.b1 = 0.9
+  o.b2 = 0.999
+  o.eps = 1e-8
+  # Global-norm gradient clipping.
+  o.clip_norm = 1.0
+
+  # ---------------------------------------------------------------- training loop
+  c.train = t = ml_collections.ConfigDict()
+  # Global batch size (rows before views).
+  t.batch_size = 1024
+  # Epochs (the cosine schedule spans all of them).
+  t.epochs = 200
+  # First epoch (1-based) after which validation runs.
+  t.eval_start_epoch = 20
+  # Validate every this many epochs once started.
+  t.eval_every_epochs = 1
+  # Early stopping after this many evaluations without improvement.
+  t.patience = 15
+  # Save the latest checkpoint every this many steps (0: only at epoch ends).
+  t.checkpoint_every_steps = 0
+  # Save the latest checkpoint at every this many epoch ends (and always at the end and
+  # on SIGTERM). A save is a synchronous copy of the state (0.6-0.9 s for the Sports model
+  # on a 2-core CPU); the accelerator recipes save less often (`for_accelerator`). A new
+  # best state is kept in device memory and written just before the next latest save.
+  t.checkpoint_every_epochs = 1
+  # Stop training once this many seconds of wall time have passed in this run (0: no
+  # limit), then evaluate the best checkpoint as usual; rerunning resumes. For jobs of
+  # fixed length (preemptible VMs, batch queues).
+  t.time_limit_s = 0.0
+  # Write loss/lr/grad-norm to TensorBoard every this many steps.
+  t.log_every_steps = 20
+  # Stop after this many steps in total (0: no limit; for smoke tests and benchmarks).
+  t.max_steps = 0
+
+  # ---------------------------------------------------------------- decoding
+  c.decode = b = ml_collections.ConfigDict()
+  # 'confidence' (paper's CPD), 'left_to_right' (seed note) or 'random'.
+  b.strategy = "confidence"
+  # Beam width for validation during training.
+  b.valid_beam = 32
+  # Beam width for test / eval.
+  b.test_beam = 256
+  # left_to_right / random: beam width per fill step (overrides the beam above when set).
+  b.step_beams = (256, 512, 512, 512)
+  # confidence: fill the last digit greedily per beam (the released code) instead of
+  # keeping the global top-B to the end.
+  b.greedy_last = False
+  # Normalise each fill step's log-probabilities over the legal codes only (codes that keep
+  # the partial SID a catalogue item's) instead of all C codes (the released code).
+  b.renormalize_legal = False
+  # random: seed of the one digit order drawn for the run.
+  b.order_seed = 42
+  # Recommendations returned per user (metrics use K = 5, 10).
+  b.top_k = 10
+  # Users per decoding batch.
+  b.batch_size = 256
+
+  # ---------------------------------------------------------------- parallelism
+  # See diffgrm_jax/sharding.py for what each axis does and launch/README.md for runs.
+  c.mesh = ml_collections.ConfigDict()
+  # Axis sizes in the order of `axes`; one may be -1 (the rest); sizes left off are 1.
+  c.mesh.shape = (-1, 1, 1)
+  # Mesh axis names: data (replicated params), fsdp (sharded params), tensor (split MLP/heads).
+  c.mesh.axes = ("data", "fsdp", "tensor")
+  # Logical axis -> mesh axis, tuple of axes, or None (replicated); 'batch' names the data-like axes.
+  c.mesh.rules = (
+      ("batch", ("data", "fsdp")),
+      ("vocab", None),
+      ("embed", "fsdp"),
+      ("mlp", "tensor"),
+      ("heads", "tensor"),
+      ("kv", None),
+      ("pos", None),
+  )
+  return c
+
+
+def for_accelerator(c):
+  """Changes for recipes meant for a GPU or TPU (returns `c`)."""
+  # An epoch takes seconds on an accelerator: save the latest checkpoint every 5 epochs, not each.
+  c.train.checkpoint_every_epochs = 5
+  return c

@@ -1,0 +1,118 @@
+"""Everything built from a config that training, evaluation and the experiment scripts share.
+
+  exp = Experiment(config)            # checks the config, builds the mesh (fails fast)
+  exp.data, exp.catalogue             # prepared on first use (may take minutes)
+  exp.evaluate(params, "valid")       # decodes a split with DecodeSettings.from_config
+
+`evaluate_workdir` restores a workdir's best (or latest) checkpoint onto the devices present
+now and evaluates it: what `python -m diffgrm_jax.eval` runs. See docs/design.md.
+"""
+
+import functools
+import os
+
+import jax
+
+from diffgrm_jax import catalogue as catalogue_lib
+from diffgrm_jax import checkpointing
+from diffgrm_jax import config_checks
+from diffgrm_jax import data as data_lib
+from diffgrm_jax import decoding
+from diffgrm_jax import evaluation
+from diffgrm_jax import metrics as metrics_lib
+from diffgrm_jax import model as model_lib
+from diffgrm_jax import sharding as shard_lib
+from diffgrm_jax import train_step as step_lib
+
+
+class Experiment:
+  """Config -> mesh, model, data, catalogue; checkpoints, abstract state and evaluation.
+
+  The config is checked, and the mesh built and checked against the devices, at
+  construction (they fail in a second); the data is prepared on first use of `data`
+  (it may take minutes), so a caller can check a workdir's checkpoints before that.
+  `data` may be given (already prepared, e.g. loaded from a file).
+  """
+
+  def __init__(self, config, data=None, devices=None):
+    config_checks.check_config(config)
+    self.config = config
+    self.mesh = shard_lib.make_mesh(config, devices)
+    self.batch_sharding = shard_lib.batch_sharding(config, self.mesh)
+    config_checks.check_against_devices(
+        config, shard_lib.data_parallel_size(config, self.mesh), jax.process_count())
+    self.model = model_lib.from_config(config)
+    if data is not None:  # replaces the lazy property below
+      config_checks.check_against_data(config, data)
+      self.data = data
+
+  @functools.cached_property
+  def data(self):
+    data = data_lib.prepare_data(self.config, verbose=jax.process_index() == 0)
+    config_checks.check_against_data(self.config, data)
+    return data
+
+  @functools.cached_property
+  def catalogue(self):
+    return catalogue_lib.Catalogue.from_sids(
+        self.data.sids, self.config.sid.codebook_size,
+        item_popularity=self.data.item_train_counts)
+
+  def checkpoints(self, workdir, create=True):
+    """The workdir's checkpoint managers, tied to this config's model fingerprint."""
+    return checkpointing.Checkpoints(workdir, checkpointing.model_fingerprint(self.config),
+                                     create=create)
+
+  def abstract_state(self, tx=None):
+    """(abstract train state, shardings) to restore into; `tx` defaults to an optimiser
+    whose schedule length does not matter (only the parameter shapes do)."""
+    if tx is None:
+      tx, _ = step_lib.make_optimizer(self.config, 1)
+    return step_lib.abstract_state(self.model, tx, self.config, self.mesh)
+
+  def decode_settings(self, split, beam=None):
+    return decoding.DecodeSettings.from_config(self.config, split, beam)
+
+  def evaluate(self, params, split, settings=None, progress=True):
+    """Metrics of `params` on `split`, decoded with `settings` (default: the split's)."""
+    settings = settings or self.decode_settings(split)
+    batches = data_lib.eval_batches(self.data, split, batch_size=settings.batch_size,
+                                    buckets=tuple(self.config.data.length_buckets))
+    return evaluation.evaluate(
+        {"params": params}, self.model, self.catalogue, batches, settings, mesh=self.mesh,
+        batch_sharding=self.batch_sharding, progress=progress and jax.process_index() == 0)
+
+  def popularity(self, split):
+    s = getattr(self.data, split)
+    return metrics_lib.popularity_baseline(self.data.item_train_counts, self.data.sids, s.target)
+
+
+def restore(exp, workdir, which="best"):
+  """(state, meta) of the `which` ('best' or 'latest') checkpoint of `workdir`, read-only.
+
+  Fails with a one-line `CheckpointError` when there is none, before any data preparation.
+  """
+  # Read-only: evaluation neither creates folders nor deletes a run's unfinished saves.
+  ckpt = exp.checkpoints(workdir, create=False)
+  try:
+    mgr = ckpt.best if which == "best" else ckpt.latest
+    if mgr.latest_step() is None:
+      raise checkpointing.CheckpointError(
+          f"no {which} checkpoint in {os.path.abspath(workdir)}; train first "
+          f"(python -m diffgrm_jax.train --config=... --workdir={workdir})")
+    abstract, _ = exp.abstract_state()
+    return ckpt.restore_best(abstract) if which == "best" else ckpt.restore_latest(abstract)
+  finally:
+    ckpt.close()
+
+
+def evaluate_workdir(config, workdir, split="test", beam=None, which="best", progress=True):
+  """Restores a checkpoint of `workdir` and returns its metrics on `split` (with `beam`
+  instead of the split's beam when given)."""
+  exp = Experiment(config)
+  state, meta = restore(exp, workdir, which)
+  settings = exp.decode_settings(split, beam)
+  result = exp.evaluate(state.params, split, settings, progress=progress)
+  result.update(split=split, beam=decoding.split_beam(config.decode, split, beam), checkpoint=which, step=meta["step"],
+                devices=f"{jax.device_count()}x {jax.devices()[0].device_kind}")
+  return result

@@ -1,0 +1,33 @@
+"""Plain readings of a `catalogue.Catalogue` that tests compare the package against.
+
+items_of / ranked_items expand SIDs into items with simple loops over the catalogue's
+collision groups; padded_tables pads the legality table so catalogues of different
+sizes share one compiled decoder shape.
+"""
+
+import numpy as np
+
+from diffgrm_jax import catalogue as catalogue_lib
+
+
+def items_of(cat, sid):
+  """Items holding one SID, in tie order (empty if none)."""
+  g = int(cat.sid_group(np.asarray(sid)[None])[0])
+  return [] if g < 0 else cat.group_items[cat.group_offsets[g]:cat.group_offsets[g + 1]].tolist()
+
+
+def ranked_items(cat, pred_sids, valid, k):
+  """Ranked SIDs [U, K', N] -> the first k items per user (0 = none): [U, k]."""
+  out = np.zeros((len(pred_sids), k), np.int32)
+  for u in range(len(pred_sids)):
+    items = [i for sid, ok in zip(pred_sids[u], valid[u]) if ok for i in items_of(cat, sid)]
+    out[u, :min(k, len(items))] = items[:k]
+  return out
+
+
+def padded_tables(cat, n_keys):
+  """The legality tables padded to `n_keys` keys that match no partial SID."""
+  assert n_keys >= len(cat.keys)
+  keys = np.pad(cat.keys, (0, n_keys - len(cat.keys)), constant_values=np.uint32(0xFFFFFFFF))
+  bitsets = np.pad(cat.bitsets, ((0, n_keys - len(cat.bitsets)), (0, 0)))
+  return catalogue_lib.LegalityTables(keys, bitsets)
