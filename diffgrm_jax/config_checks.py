@@ -57,7 +57,7 @@ def run_cli(main, *more_errors):
 
   app.run(wrapped, flags_parser=_parse_flags)
 
-DECODE_STRATEGIES = ("confidence", "left_to_right", "random")
+DECODE_STRATEGIES = ("confidence", "left_to_right", "random", "release_confidence")
 
 
 def check_config(config):
@@ -75,6 +75,8 @@ def check_config(config):
     raise ConfigError(f"model.dtype={m.dtype!r}: must be 'float32' or 'bfloat16'")
   if k.strategy not in STRATEGIES:
     raise ConfigError(f"masking.strategy={k.strategy!r}: must be one of {STRATEGIES}")
+  if k.get("guided_pass", "projected") not in ("projected", "release"):
+    raise ConfigError(f"masking.guided_pass={k.guided_pass!r}: must be 'projected' or 'release'")
   if k.strategy in ("guided", "sequential", "prefix") and k.augment_factor != s.n_digit:
     raise ConfigError(
         f"masking.augment_factor={k.augment_factor}: the {k.strategy} strategy makes one view "

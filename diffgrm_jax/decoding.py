@@ -46,6 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from diffgrm_jax import release_search
 from diffgrm_jax.model import DiffGRM
 
 STRATEGIES = ("left_to_right", "confidence", "random")
@@ -358,6 +359,10 @@ def make_decoder(model, catalogue, *, strategy, beam, step_beams=None, top_k=10,
   module docstring). The result is jit-compatible (and `Decoder.apply` takes the tables
   as an argument for jitting with explicit shardings).
   """
+  if strategy == "release_confidence":  # the released code's search (release_search.py)
+    if model.kind != "diffgrm":
+      raise ValueError("release_confidence decoding needs a diffgrm model")
+    return release_search.ReleaseConfidenceDecoder(model, catalogue, int(beam), int(top_k))
   if strategy not in STRATEGIES:
     raise ValueError(f"decode strategy must be one of {STRATEGIES}, got {strategy!r}")
   if model.kind == "autoregressive" and strategy != "left_to_right":
