@@ -79,12 +79,23 @@ def batch_of(fx, rows=None, length=None):
 
 
 def logits_of(model, params, fx, batch, project_cross_kv=True, rows=None):
+  """(encoder output, logits [B, P, N, C]) for the fixture's known-digit patterns."""
   rows = np.arange(len(fx["hist"])) if rows is None else np.asarray(rows)
-  v = {"params": params}
-  enc = model.apply(v, batch["hist_sids"], batch["hist_mask"], method=DiffGRM.encode)
-  return enc, model.apply(v, enc, batch["hist_mask"], jnp.asarray(fx["codes"][rows]),
-                          jnp.asarray(fx["known"][rows]), method=DiffGRM.decode,
-                          project_cross_kv=project_cross_kv)
+
+  @jax.jit
+  def run(params, hist, mask, codes, known):
+    v = {"params": params}
+    enc = model.apply(v, hist, mask, method=DiffGRM.encode)
+    return enc, model.apply(v, enc, mask, codes, known, method=DiffGRM.decode,
+                            project_cross_kv=project_cross_kv)
+  return run(params, batch["hist_sids"], batch["hist_mask"], jnp.asarray(fx["codes"][rows]),
+             jnp.asarray(fx["known"][rows]))
+
+
+def guided_views(model, params, enc, batch, config):
+  """The guided training views [B, N, N] our training step builds (True = masked)."""
+  fn = lambda p, e, b: train_step.views_for_batch(model, p, e, b, jax.random.key(0), config)[2]
+  return jax.jit(fn)(params, enc, batch)
 
 
 def our_outputs(fx, model=None, params=None):
@@ -95,10 +106,10 @@ def our_outputs(fx, model=None, params=None):
   enc, logits = logits_of(model, params, fx, batch)
   _, logits_noproj = logits_of(model, params, fx, batch, project_cross_kv=False)
   config = masking_config(fx)
-  key = jax.random.key(0)  # unused by guided masking with dropout off
-  _, _, masked = train_step.views_for_batch(model, params, enc, batch, key, config)
-  loss, grads = jax.value_and_grad(train_step.loss_fn)(params, model, batch, key, config,
-                                                       train=False)
+  masked = guided_views(model, params, enc, batch, config)
+  # train=False: no dropout (the key is then unused by guided masking).
+  loss_fn = lambda p, b: train_step.loss_fn(p, model, b, jax.random.key(0), config, train=False)
+  loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params, batch)
   sids = np.concatenate([np.zeros((1, model.n_digit), np.int64), fx["catalogue"]])
   catalogue = decoding.Catalogue.from_sids(sids, model.codebook_size)
   dec = decoding.make_decoder(model, catalogue, strategy="release_confidence",
