@@ -13,7 +13,12 @@ beam search top-10 exactly. Reached: about 3e-7 on encoder output and logits, 1.
 gradients, 0 on the loss (the paper-size fixture: see docs/release_parity.md).
 """
 
+import os
+import sys
+
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -92,3 +97,65 @@ def test_release_padding_on_shorter_bucket(fx):
   _, masked = pc.logits_of(pc.release_model(fx, mask_cross_attention=True), params, fx, batch,
                            rows=rows)
   assert pc.rel_diff(masked, fx["logits"][rows])[1] > 100 * RTOL
+
+
+# ------------------------------------------------------------- the options on their own
+
+
+def _init(model, fx):
+  b = pc.batch_of(fx, rows=[0, 1])
+  return nn.meta.unbox(model.init(jax.random.key(0), b["hist_sids"], b["hist_mask"],
+                                  jnp.asarray(fx["codes"][:2]), jnp.asarray(fx["known"][:2])))["params"]
+
+
+def test_shared_final_ln_has_one_final_norm(fx):
+  shared = _init(pc.release_model(fx), fx)
+  two = _init(pc.release_model(fx, shared_final_ln=False), fx)
+  assert "final_ln" in shared and not {"enc_ln", "dec_ln"} & set(shared)
+  assert {"enc_ln", "dec_ln"} <= set(two) and "final_ln" not in two
+
+
+def test_attention_dropout_only_in_training(fx):
+  params = pc.params_of(fx)
+  batch = pc.batch_of(fx)
+  plain = pc.release_model(fx)
+  drop = pc.release_model(fx, attention_dropout=0.5)
+
+  def logits(model, det, seed=0):
+    return model.apply({"params": params}, batch["hist_sids"], batch["hist_mask"],
+                       jnp.asarray(fx["codes"]), jnp.asarray(fx["known"]), deterministic=det,
+                       rngs={"dropout": jax.random.key(seed)})
+  np.testing.assert_allclose(logits(drop, True), logits(plain, True), rtol=1e-6, atol=1e-6)
+  a, b = logits(drop, False, 0), logits(drop, False, 1)
+  assert not np.allclose(a, logits(plain, True), atol=1e-3) and not np.allclose(a, b, atol=1e-3)
+  # The plain model has no dropout on attention: training mode changes nothing.
+  np.testing.assert_allclose(logits(plain, False), logits(plain, True), rtol=1e-6, atol=1e-6)
+
+
+def test_guided_pass_rejects_unknown_value():
+  with pytest.raises(ValueError, match="guided_pass"):
+    pc.train_step.guided_pass_projects("unprojected")
+
+
+def test_converter_command_line(fx, tmp_path):
+  """tools/convert_release.py on the release's state dict (as .npz) writes the fixture's
+  parameters, shaped as our model's; --two_final_ln copies the final norm into two."""
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
+  import convert_release  # pylint: disable=g-import-not-at-top
+  sd = {k[len("state_dict/"):]: v for k, v in fx.items() if k.startswith("state_dict/")}
+  np.savez(tmp_path / "sd.npz", **sd)
+  c = fx["config"]
+  args = ["--checkpoint", str(tmp_path / "sd.npz"), "--n_heads", str(c["heads"]),
+          "--codebook_size", str(c["codebook"])]
+  convert_release.main(args + ["--out", str(tmp_path / "p.npz")])
+  params = convert_release.load_params_npz(tmp_path / "p.npz")
+  want = _init(pc.release_model(fx), fx)
+  assert jax.tree.structure(params) == jax.tree.structure(want)
+  jax.tree.map(lambda a, b: np.testing.assert_equal(a.shape, b.shape), params, want)
+  jax.tree.map(np.testing.assert_array_equal, params, pc.params_of(fx))
+  convert_release.main(args + ["--two_final_ln", "--out", str(tmp_path / "p2.npz")])
+  two = convert_release.load_params_npz(tmp_path / "p2.npz")
+  np.testing.assert_array_equal(two["dec_ln"]["scale"], params["final_ln"]["scale"])
+  np.testing.assert_array_equal(two["enc_ln"]["bias"], params["final_ln"]["bias"])
+  with pytest.raises(SystemExit, match="rows"):
+    convert_release.main(args[:-1] + ["64", "--out", str(tmp_path / "bad.npz")])

@@ -29,6 +29,7 @@ release pads them):
   catalogue           SIDs of a small catalogue [M, N]
   beam_top10          the release's confidence beam search top-10 [B, 10, N] (beam_width)
   params/<path>       the converted weights (flattened tree), so the test needs no torch
+  state_dict/<name>   the release's own state dict (to test the converter's command line)
 """
 
 import argparse
@@ -63,8 +64,7 @@ class _Tokenizer:
     return 1 if tuple(int(x) for x in seq) in self._legal else None
 
 
-def _release_config(size):
-  s = SIZES[size]
+def _release_config(s):
   return {
       "n_digit": N_DIGIT, "codebook_size": s["codebook"], "n_embd": s["d"],
       "n_head": s["heads"], "n_inner": s["inner"], "dropout": 0.0, "attn_pdrop": 0.0,
@@ -107,6 +107,8 @@ def main(argv=None):
   ap.add_argument("--size", choices=sorted(SIZES), default="small")
   ap.add_argument("--out", required=True, help="output .npz")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--beam", type=int, default=0,
+                  help="beam width of the recorded search (default: the size's, 16 / 32)")
   args = ap.parse_args(argv)
   if not os.path.isdir(os.path.join(args.release, "genrec", "models", "DIFF_GRM")):
     sys.exit(f"error: --release {args.release}: no genrec/models/DIFF_GRM in it")
@@ -125,7 +127,8 @@ def main(argv=None):
   from genrec.models.DIFF_GRM.model import DIFF_GRM  # pylint: disable=g-import-not-at-top
   from genrec.models.DIFF_GRM.beam import fast_beam_search_for_eval  # pylint: disable=g-import-not-at-top
 
-  s = SIZES[args.size]
+  s = dict(SIZES[args.size])
+  s["beam"] = args.beam or s["beam"]
   c, n = s["codebook"], N_DIGIT
   torch.manual_seed(args.seed)
   torch.set_num_threads(2)
@@ -141,7 +144,7 @@ def main(argv=None):
     mask[i, :length] = True
   target = rng.integers(0, c, (b, n))
 
-  config = _release_config(args.size)
+  config = _release_config(s)
   catalogue = rng.integers(0, c, (s["n_sids"], n))  # extended below with searched SIDs
   tok = _Tokenizer(n, c, catalogue)
   model = DIFF_GRM(config, None, tok)
@@ -218,6 +221,7 @@ def main(argv=None):
   out["config"] = np.array(repr(dict(size=args.size, n_digit=n, max_history_len=MAX_LEN,
                                      label_smoothing=LABEL_SMOOTHING, **s)))
   out.update({f"params/{k}": v for k, v in convert_release.flatten(params).items()})
+  out.update({f"state_dict/{k}": v for k, v in sd.items()})
   out.update({f"grad/{k}": v for k, v in convert_release.flatten(grad_tree).items()})
   np.savez_compressed(args.out, **out)
   print(f"wrote {args.out} ({os.path.getsize(args.out) / 1e6:.2f} MB)")
