@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from diffgrm_jax.model import DiffGRM
 from parity import parity_check as pc
 
 RTOL = 2e-5
@@ -102,34 +103,38 @@ def test_release_padding_on_shorter_bucket(fx):
 # ------------------------------------------------------------- the options on their own
 
 
-def _init(model, fx):
+def _param_shapes(model, fx):
+  """The model's parameter tree as shapes (no initialisation is computed)."""
   b = pc.batch_of(fx, rows=[0, 1])
-  return nn.meta.unbox(model.init(jax.random.key(0), b["hist_sids"], b["hist_mask"],
-                                  jnp.asarray(fx["codes"][:2]), jnp.asarray(fx["known"][:2])))["params"]
+  init = lambda: nn.meta.unbox(model.init(jax.random.key(0), b["hist_sids"], b["hist_mask"],
+                                          jnp.asarray(fx["codes"][:2]),
+                                          jnp.asarray(fx["known"][:2])))["params"]
+  return jax.eval_shape(init)
 
 
 def test_shared_final_ln_has_one_final_norm(fx):
-  shared = _init(pc.release_model(fx), fx)
-  two = _init(pc.release_model(fx, shared_final_ln=False), fx)
+  shared = _param_shapes(pc.release_model(fx), fx)
+  two = _param_shapes(pc.release_model(fx, shared_final_ln=False), fx)
   assert "final_ln" in shared and not {"enc_ln", "dec_ln"} & set(shared)
   assert {"enc_ln", "dec_ln"} <= set(two) and "final_ln" not in two
 
 
-def test_attention_dropout_only_in_training(fx):
-  params = pc.params_of(fx)
-  batch = pc.batch_of(fx)
-  plain = pc.release_model(fx)
-  drop = pc.release_model(fx, attention_dropout=0.5)
-
-  def logits(model, det, seed=0):
-    return model.apply({"params": params}, batch["hist_sids"], batch["hist_mask"],
-                       jnp.asarray(fx["codes"]), jnp.asarray(fx["known"]), deterministic=det,
-                       rngs={"dropout": jax.random.key(seed)})
-  np.testing.assert_allclose(logits(drop, True), logits(plain, True), rtol=1e-6, atol=1e-6)
-  a, b = logits(drop, False, 0), logits(drop, False, 1)
-  assert not np.allclose(a, logits(plain, True), atol=1e-3) and not np.allclose(a, b, atol=1e-3)
-  # The plain model has no dropout on attention: training mode changes nothing.
-  np.testing.assert_allclose(logits(plain, False), logits(plain, True), rtol=1e-6, atol=1e-6)
+def test_attention_dropout_only_in_training():
+  kw = dict(n_digit=4, codebook_size=8, d_model=16, n_heads=2, n_dec_layers=1, n_inner=32,
+            dropout=0.0, max_history_len=6)
+  plain, drop = DiffGRM(**kw), DiffGRM(**kw, attention_dropout=0.5)
+  rng = np.random.default_rng(0)
+  args = (rng.integers(0, 8, (2, 6, 4)), np.arange(6)[None] < np.array([[3], [6]]),
+          rng.integers(0, 8, (2, 3, 4)), rng.random((2, 3, 4)) < 0.5)
+  params = plain.init(jax.random.key(0), *args)
+  run = lambda model, det, seed: model.apply(params, *args, deterministic=det,
+                                             rngs={"dropout": jax.random.key(seed)})
+  base = run(plain, True, 0)
+  np.testing.assert_allclose(run(drop, True, 0), base, rtol=1e-6, atol=1e-6)
+  a, b = run(drop, False, 0), run(drop, False, 1)
+  assert not np.allclose(a, base, atol=1e-3) and not np.allclose(a, b, atol=1e-3)
+  # Without attention dropout (and dropout 0), training mode changes nothing.
+  np.testing.assert_allclose(run(plain, False, 0), base, rtol=1e-6, atol=1e-6)
 
 
 def test_guided_pass_rejects_unknown_value():
@@ -149,7 +154,7 @@ def test_converter_command_line(fx, tmp_path):
           "--codebook_size", str(c["codebook"])]
   convert_release.main(args + ["--out", str(tmp_path / "p.npz")])
   params = convert_release.load_params_npz(tmp_path / "p.npz")
-  want = _init(pc.release_model(fx), fx)
+  want = _param_shapes(pc.release_model(fx), fx)
   assert jax.tree.structure(params) == jax.tree.structure(want)
   jax.tree.map(lambda a, b: np.testing.assert_equal(a.shape, b.shape), params, want)
   jax.tree.map(np.testing.assert_array_equal, params, pc.params_of(fx))
