@@ -15,6 +15,10 @@ encoder runs once per row and its output is shared by every view / beam:
 `kind='autoregressive'`: the decoder input is [BOS, s0, .., s_{N-2}] under a causal
 mask and position n predicts digit n (`known` is ignored).
 
+`shared_final_ln`, `attention_dropout` and `mask_cross_attention=False`, with
+`decode(..., project_cross_kv=False)` for the guided pass, reproduce the released PyTorch
+model exactly (docs/release_parity.md).
+
 Parameters carry logical axis names ('vocab', 'embed', 'mlp', 'heads', 'kv', 'pos')
 that `sharding.py` maps to mesh axes.
 """
