@@ -107,6 +107,8 @@ def main(argv=None):
   ap.add_argument("--size", choices=sorted(SIZES), default="small")
   ap.add_argument("--out", required=True, help="output .npz")
   ap.add_argument("--seed", type=int, default=0)
+  ap.add_argument("--init", choices=("wide", "release"), default="wide",
+                  help="weights: 'wide' (default, see above) or the release's own init")
   ap.add_argument("--beam", type=int, default=0,
                   help="beam width of the recorded search (default: the size's, 16 / 32)")
   args = ap.parse_args(argv)
@@ -148,7 +150,8 @@ def main(argv=None):
   catalogue = rng.integers(0, c, (s["n_sids"], n))  # extended below with searched SIDs
   tok = _Tokenizer(n, c, catalogue)
   model = DIFF_GRM(config, None, tok)
-  _widen_weights(model, torch, gen)
+  if args.init == "wide":
+    _widen_weights(model, torch, gen)
   model.eval()
   sd = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
   params = convert_release.convert_state_dict(sd, n_heads=s["heads"], n_digit=n,
