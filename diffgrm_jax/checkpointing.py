@@ -41,6 +41,9 @@ def model_fingerprint(config):
           "max_history_len": config.data.max_history_len}
   keys["model"].pop("dropout", None)
   keys["model"].pop("dtype", None)
+  keys["model"].pop("attention_dropout", None)
+  if not keys["model"].get("shared_final_ln", False):  # workdirs from before the option
+    keys["model"].pop("shared_final_ln", None)
   return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 

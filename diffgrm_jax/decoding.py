@@ -45,10 +45,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffgrm_jax import catalogue as catalogue_lib
+from diffgrm_jax import release_search
 from diffgrm_jax.cli import ConfigError
 from diffgrm_jax.model import DiffGRM
 
-STRATEGIES = ("confidence", "left_to_right", "random")
+# 'release_confidence' is the released code's search (release_search.py), for comparisons.
+STRATEGIES = ("confidence", "left_to_right", "random", "release_confidence")
 
 
 def split_beam(decode, split, beam=None):
@@ -66,7 +68,7 @@ def split_widths(decode, split, n_digit, beam=None):
   it is set.
   """
   beam = split_beam(decode, split, beam)
-  if decode.strategy == "confidence" or not decode.step_beams:
+  if decode.strategy in ("confidence", "release_confidence") or not decode.step_beams:
     return (int(beam),) * n_digit
   return tuple(int(x) for x in decode.step_beams)
 
@@ -280,4 +282,9 @@ def make_decoder(model, catalogue, settings):
   is jit-compatible (and `Decoder.apply` takes the tables as an argument for jitting
   with explicit shardings).
   """
+  if settings.strategy == "release_confidence":
+    if model.kind != "diffgrm":
+      raise ValueError("release_confidence decoding needs a diffgrm model")
+    return release_search.ReleaseConfidenceDecoder(model, catalogue, settings.widths[0],
+                                                   settings.top_k)
   return Decoder(model, catalogue, settings)

@@ -111,6 +111,10 @@ def get_config():
   # True: padded history positions get no cross-attention weight. False: the release's
   # behaviour (zeroed encoder rows that still take softmax weight).
   m.mask_cross_attention = True
+  # One final LayerNorm shared by encoder and decoder outputs (the release) instead of two.
+  m.shared_final_ln = False
+  # Dropout on attention probabilities (the release: 0.1; docs/release_parity.md).
+  m.attention_dropout = 0.0
   # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   m.dtype = "float32"
 
@@ -132,6 +136,9 @@ def get_config():
   k.reduction = "view_mean"
   # Label smoothing within each digit's codebook.
   k.label_smoothing = 0.1
+  # guided: confidence pass 'projected' (cross-attention K/V projected, as in training) or
+  # 'release' (skips those projections, as the released code does).
+  k.guided_pass = "projected"
 
   # ---------------------------------------------------------------- optimisation
   c.optim = o = ml_collections.ConfigDict()
@@ -178,7 +185,8 @@ def get_config():
 
   # ---------------------------------------------------------------- decoding
   c.decode = b = ml_collections.ConfigDict()
-  # 'confidence' (paper's CPD), 'left_to_right' (seed note) or 'random'.
+  # 'confidence' (paper's CPD), 'left_to_right' (seed note), 'random' or
+  # 'release_confidence' (the released code's search, docs/release_parity.md).
   b.strategy = "confidence"
   # Beam width for validation during training.
   b.valid_beam = 32

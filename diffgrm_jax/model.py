@@ -15,6 +15,10 @@ encoder runs once per row and its output is shared by every view / beam:
 `kind='autoregressive'`: the decoder input is [BOS, s0, .., s_{N-2}] under a causal
 mask and position n predicts digit n (`known` is ignored).
 
+`shared_final_ln`, `attention_dropout` and `mask_cross_attention=False`, with
+`decode(..., project_cross_kv=False)` for the guided pass, reproduce the released PyTorch
+model exactly (docs/release_parity.md).
+
 Parameters carry logical axis names ('vocab', 'embed', 'mlp', 'heads', 'kv', 'pos')
 that `sharding.py` maps to mesh axes.
 """
@@ -68,10 +72,15 @@ class Attention(nn.Module):
   d_model: int
   dropout: float
   dtype: Any = jnp.float32
+  attention_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x, kv, bias, deterministic):
-    """x: [B, *V, Q, D]; kv: [B, K, D] or [B, *V, K, D]; bias broadcastable to [B, *V, H, Q, K]."""
+  def __call__(self, x, kv, bias, deterministic, project_kv=True):
+    """x: [B, *V, Q, D]; kv: [B, K, D] or [B, *V, K, D]; bias broadcastable to [B, *V, H, Q, K].
+
+    `project_kv=False` uses `kv` itself, split into heads, as keys and values (the released
+    code's guided confidence pass does this in cross-attention; the projections still exist).
+    """
     head_dim = self.d_model // self.n_heads
 
     def proj(name):
@@ -82,6 +91,8 @@ class Attention(nn.Module):
     q = proj("query")(x) / jnp.sqrt(head_dim).astype(self.dtype)
     k = proj("key")(kv)
     v = proj("value")(kv)
+    if not project_kv:
+      k = v = kv.astype(self.dtype).reshape(*kv.shape[:-1], self.n_heads, head_dim)
     q_shape = q.shape
     if kv.ndim < x.ndim:
       # Shared keys/values: fold the view axes into the query axis, so each
@@ -90,6 +101,8 @@ class Attention(nn.Module):
       bias = _fold_views(bias, x.ndim - kv.ndim)
     logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) + bias
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    if self.attention_dropout > 0:
+      weights = nn.Dropout(self.attention_dropout)(weights, deterministic=deterministic)
     out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
     out = out.reshape(q_shape)
     out = nn.DenseGeneral(
@@ -121,15 +134,18 @@ class Block(nn.Module):
   dropout: float
   cross: bool
   dtype: Any = jnp.float32
+  attention_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x, self_bias, deterministic, enc=None, cross_bias=None):
-    attn = lambda name: Attention(self.n_heads, self.d_model, self.dropout, self.dtype, name=name)
+  def __call__(self, x, self_bias, deterministic, enc=None, cross_bias=None,
+               project_cross_kv=True):
+    attn = lambda name: Attention(self.n_heads, self.d_model, self.dropout, self.dtype,
+                                  self.attention_dropout, name=name)
     h = _layer_norm("ln_self", self.dtype)(x)
     x = x + attn("self_attn")(h, h, self_bias, deterministic)
     if self.cross:
       h = _layer_norm("ln_cross", self.dtype)(x)
-      x = x + attn("cross_attn")(h, enc, cross_bias, deterministic)
+      x = x + attn("cross_attn")(h, enc, cross_bias, deterministic, project_cross_kv)
     h = _layer_norm("ln_mlp", self.dtype)(x)
     return x + Mlp(self.n_inner, self.d_model, self.dropout, self.dtype, name="mlp")(h, deterministic)
 
@@ -149,6 +165,10 @@ class DiffGRM(nn.Module):
   mask_cross_attention: bool = True
   kind: str = "diffgrm"
   dtype: Any = jnp.float32
+  # One final LayerNorm ('final_ln') for encoder and decoder outputs, as the release has.
+  shared_final_ln: bool = False
+  # Dropout on the attention probabilities (the release: 0.1).
+  attention_dropout: float = 0.0
 
   def setup(self):
     n, c, d = self.n_digit, self.codebook_size, self.d_model
@@ -172,11 +192,15 @@ class DiffGRM(nn.Module):
       self.head_adapter = self.param(
           "head_adapter", nn.with_logical_partitioning(_normal(), ("pos", "embed", "mlp")), (n, d, d))
     block = lambda name, cross: Block(
-        self.n_heads, d, self.n_inner, self.dropout, cross, self.dtype, name=name)
+        self.n_heads, d, self.n_inner, self.dropout, cross, self.dtype, self.attention_dropout,
+        name=name)
     self.enc_blocks = [block(f"enc_{i}", False) for i in range(self.n_enc_layers)]
     self.dec_blocks = [block(f"dec_{i}", True) for i in range(self.n_dec_layers)]
-    self.enc_ln = _layer_norm("enc_ln", self.dtype)
-    self.dec_ln = _layer_norm("dec_ln", self.dtype)
+    if self.shared_final_ln:
+      self.final_ln = _layer_norm("final_ln", self.dtype)
+    else:
+      self.enc_ln = _layer_norm("enc_ln", self.dtype)
+      self.dec_ln = _layer_norm("dec_ln", self.dtype)
     self.drop = nn.Dropout(self.dropout)
 
   def _table(self):
@@ -200,14 +224,18 @@ class DiffGRM(nn.Module):
     bias = jnp.where(hist_mask[:, None, None, :], 0.0, _NEG_INF)  # [B, 1(H), 1(Q), L]
     for blk in self.enc_blocks:
       x = blk(x, bias, deterministic)
-    x = self.enc_ln(x)
+    x = (self.final_ln if self.shared_final_ln else self.enc_ln)(x)
     if not self.mask_cross_attention:
       # The release zeroes padded encoder rows (they still take softmax weight).
       x = x * hist_mask[..., None].astype(x.dtype)
     return x
 
-  def decode(self, enc, hist_mask, codes, known, deterministic=True):
-    """enc: [B, L, D]; codes, known: [B, V, N] -> logits float32 [B, V, N, C]."""
+  def decode(self, enc, hist_mask, codes, known, deterministic=True, project_cross_kv=True):
+    """enc: [B, L, D]; codes, known: [B, V, N] -> logits float32 [B, V, N, C].
+
+    `project_cross_kv=False`: cross-attention reads the encoder output unprojected as keys
+    and values (the released code's guided confidence pass).
+    """
     emb = self._embed_codes(codes)  # [B, V, N, D]
     n = self.n_digit
     if self.kind == "diffgrm":
@@ -223,9 +251,16 @@ class DiffGRM(nn.Module):
       cross_bias = jnp.where(hist_mask, 0.0, _NEG_INF)[:, None, None, None, :]  # [B,1,H,Q,L]
     else:
       cross_bias = jnp.zeros((), jnp.float32)
+      # The release pads every history to max_history_len and its zero rows take softmax
+      # weight, so the count of padded slots matters: restore the missing ones (exact for
+      # any length bucket, since a zero row has a zero key and value, projected or not).
+      n_pad = self.max_history_len - enc.shape[1]
+      if n_pad > 0:
+        enc = jnp.pad(enc, ((0, 0), (0, n_pad), (0, 0)))
     for blk in self.dec_blocks:
-      x = blk(x, self_bias, deterministic, enc=enc, cross_bias=cross_bias)
-    h = self.dec_ln(x)  # [B, V, N, D]
+      x = blk(x, self_bias, deterministic, enc=enc, cross_bias=cross_bias,
+              project_cross_kv=project_cross_kv)
+    h = (self.final_ln if self.shared_final_ln else self.dec_ln)(x)  # [B, V, N, D]
     if not self.tie_heads:
       h = jnp.einsum("bvnd,nde->bvne", h, self.head_adapter.astype(self.dtype))
     return jnp.einsum("bvnd,ncd->bvnc", h, self._table()).astype(jnp.float32)
@@ -246,7 +281,8 @@ def from_config(config, dtype=None):
       d_model=m.d_model, n_heads=m.n_heads, n_enc_layers=m.n_enc_layers,
       n_dec_layers=m.n_dec_layers, n_inner=m.n_inner, dropout=m.dropout,
       max_history_len=config.data.max_history_len, tie_heads=m.tie_heads,
-      mask_cross_attention=m.mask_cross_attention, kind=m.kind, dtype=dtype)
+      mask_cross_attention=m.mask_cross_attention, kind=m.kind, dtype=dtype,
+      shared_final_ln=m.shared_final_ln, attention_dropout=m.attention_dropout)
 
 
 KINDS = ("diffgrm", "autoregressive")

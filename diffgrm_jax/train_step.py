@@ -99,6 +99,16 @@ def reduce_loss(tok, masked, weight, reduction):
   raise ValueError(f"masking.reduction must be 'pooled' or 'view_mean', got {reduction!r}")
 
 
+GUIDED_PASSES = ("projected", "release")
+
+
+def guided_pass_projects(guided_pass):
+  """Whether the guided confidence pass projects cross-attention keys/values."""
+  if guided_pass not in GUIDED_PASSES:
+    raise ValueError(f"masking.guided_pass must be one of {GUIDED_PASSES}, got {guided_pass!r}")
+  return guided_pass == "projected"
+
+
 def views_for_batch(model: DiffGRM, params, enc, batch, key, config):
   """Returns (codes, known, masked) [B, V, N] for the batch's target SIDs."""
   target = batch["target_sid"]
@@ -110,11 +120,12 @@ def views_for_batch(model: DiffGRM, params, enc, batch, key, config):
   k = config.masking
   confidence = None
   if k.strategy == "guided":
-    # No-gradient all-masked pass with the training model itself (projected
-    # cross-attention K/V included), without dropout.
+    # No-gradient all-masked pass with the training model itself, without dropout;
+    # guided_pass='release' skips the cross-attention K/V projections as the release does.
     logits = model.apply({"params": params}, jax.lax.stop_gradient(enc), batch["hist_mask"],
                          jnp.zeros((b, 1, n), jnp.int32), jnp.zeros((b, 1, n), bool),
-                         deterministic=True, method=DiffGRM.decode)
+                         deterministic=True, method=DiffGRM.decode,
+                         project_cross_kv=guided_pass_projects(k.guided_pass))
     confidence = jax.lax.stop_gradient(jax.nn.softmax(logits[:, 0], -1).max(-1))
   masked = masking.make_masks(
       key, b, n, strategy=k.strategy, augment_factor=k.augment_factor, mask_prob=k.mask_prob,
@@ -168,3 +179,6 @@ def check_config(config):
   if config.masking.reduction not in REDUCTIONS:
     raise ConfigError(f"masking.reduction={config.masking.reduction!r}: must be 'pooled' or "
                       "'view_mean'")
+  if config.masking.guided_pass not in GUIDED_PASSES:
+    raise ConfigError(f"masking.guided_pass={config.masking.guided_pass!r}: must be one of "
+                      f"{GUIDED_PASSES}")

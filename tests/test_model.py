@@ -51,13 +51,17 @@ def test_padding_does_not_leak(mask_cross):
   hs2 = np.concatenate([hs, extra], axis=1)
   hm2 = np.concatenate([hm, np.zeros((hs.shape[0], 4), bool)], axis=1)
   out = m.apply(var, hs2, hm2, codes, known)
-  if mask_cross:
-    np.testing.assert_allclose(out, base, atol=1e-5)
-  else:
-    # The release's behaviour: zeroed padded rows still take softmax weight, so
-    # extra padding changes the output (that is why masking is the default).
-    assert np.abs(np.asarray(out - base)).max() > 1e-5
-    # ... but what lies under the padding does not.
+  # Masked: padding gets no weight. Unmasked (the release): zeroed padded rows take
+  # softmax weight as if every history were padded to max_history_len, whatever the
+  # padded length of the batch.
+  np.testing.assert_allclose(out, base, atol=1e-5)
+  if not mask_cross:
+    masked = DiffGRM(**{**{f: getattr(m, f) for f in ("codebook_size", "d_model", "n_heads",
+                                                       "n_inner", "n_dec_layers",
+                                                       "max_history_len")},
+                        "mask_cross_attention": True})
+    assert np.abs(np.asarray(out - masked.apply(var, hs2, hm2, codes, known))).max() > 1e-5
+    # ... and what lies under the padding does not matter.
     hs3 = hs2.copy()
     hs3[:, hs.shape[1]:] = (hs3[:, hs.shape[1]:] + 3) % 16
     np.testing.assert_allclose(m.apply(var, hs3, hm2, codes, known), out, atol=1e-5)
