@@ -47,7 +47,7 @@ class ReleaseConfidenceDecoder:
   """Call as `decoder(variables, hist_sids, hist_mask)`; `apply(variables, tables, ...)`
   takes the catalogue's sorted full-SID keys (`decoder.tables`) explicitly."""
   model: DiffGRM
-  catalogue: object  # decoding.Catalogue
+  catalogue: object  # catalogue.Catalogue
   beam: int
   top_k: int
 

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from diffgrm_jax import catalogue as catalogue_lib
 from diffgrm_jax import decoding
 from diffgrm_jax import train_step
 from diffgrm_jax.model import DiffGRM
@@ -111,9 +112,10 @@ def our_outputs(fx, model=None, params=None):
   loss_fn = lambda p, b: train_step.loss_fn(p, model, b, jax.random.key(0), config, train=False)
   loss, grads = jax.jit(jax.value_and_grad(loss_fn))(params, batch)
   sids = np.concatenate([np.zeros((1, model.n_digit), np.int64), fx["catalogue"]])
-  catalogue = decoding.Catalogue.from_sids(sids, model.codebook_size)
-  dec = decoding.make_decoder(model, catalogue, strategy="release_confidence",
-                              beam=int(fx["beam_width"]), top_k=10)
+  catalogue = catalogue_lib.Catalogue.from_sids(sids, model.codebook_size)
+  settings = decoding.DecodeSettings("release_confidence", (int(fx["beam_width"]),) * model.n_digit,
+                                     top_k=10)
+  dec = decoding.make_decoder(model, catalogue, settings)
   pred, _, _ = jax.jit(dec.apply)({"params": params}, dec.tables, batch["hist_sids"],
                                   batch["hist_mask"])
   return {"enc": enc, "logits": logits, "logits_noproj": logits_noproj,
