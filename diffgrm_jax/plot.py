@@ -71,6 +71,7 @@ def plot_validation(x, metrics, best_x, path, xlabel="epoch", title="validation"
   if best_x is not None:
     ax.axvline(best_x, color="gray", linestyle="--", label=f"best checkpoint ({xlabel} {best_x})")
   ax.set_xlabel(xlabel)
+  ax.xaxis.get_major_locator().set_params(integer=True)  # epochs and steps are whole
   ax.set_ylabel("SID-level metric")
   ax.set_title(title)
   ax.legend(fontsize=8)
@@ -81,7 +82,7 @@ def plot_results(runs, metrics, path, title="results"):
   """Grouped bars: one group per metric, one bar per run. runs: labels; metrics: {name:
   [value of each run]}."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  fig = _figure(max(7, 1.2 * len(metrics) + 0.5 * len(runs)), 4.5)
+  fig = _figure(11, 4.5)
   ax = fig.add_subplot()
   width = 0.8 / max(len(runs), 1)
   xs = np.arange(len(metrics))
@@ -91,7 +92,7 @@ def plot_results(runs, metrics, path, title="results"):
   ax.set_xticks(xs, [_LABELS.get(m, m) for m in metrics])
   ax.set_ylabel("test, SID level")
   ax.set_title(title)
-  ax.legend(fontsize=7, loc="upper left")
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the bars
   return _save(fig, path)
 
 
