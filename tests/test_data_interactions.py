@@ -99,7 +99,16 @@ def test_kcore_off_keeps_everything(tmp_path):
   raw = sources.load(c)
   # Repeats are kept; b's rows are reordered by time.
   assert [s.tolist() for s in raw.sequences] == [[1, 2, 1], [1, 3, 2]]
-  assert raw.item_ids == ["x", "y", "z"]
+  assert raw.item_ids == ["x", "y", "z"] and raw.skipped == {}
+
+
+def test_gzip_and_spreadsheet_bom(tmp_path):
+  import gzip  # pylint: disable=g-import-not-at-top
+  path = tmp_path / "x.csv.gz"
+  with gzip.open(path, "wt", encoding="utf-8-sig") as f:
+    f.write(HEADER + "u,a,2\nu,b,1\nu,c,3\n")
+  raw = sources.load(_config(tmp_path, path, kcore=1))
+  assert raw.item_ids == ["b", "a", "c"] and raw.user_ids == ["u"]
 
 
 def test_item_table_feeds_the_text(tmp_path):

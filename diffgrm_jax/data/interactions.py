@@ -62,8 +62,8 @@ def _open(path):
     raise DataError(f"{path}: file not found.")
   if path.endswith(".gz"):
     import gzip  # pylint: disable=g-import-not-at-top
-    return gzip.open(path, "rt", encoding="utf-8", newline="")
-  return open(path, encoding="utf-8", newline="")
+    return gzip.open(path, "rt", encoding="utf-8-sig", newline="")
+  return open(path, encoding="utf-8-sig", newline="")  # -sig: a spreadsheet's BOM is dropped
 
 
 def read_records(path: str, fmt: str, columns, *, required=()):
@@ -269,7 +269,7 @@ def load_interactions(config):
   bounds = np.flatnonzero(np.diff(u)) + 1
   sequences = np.split(flat, bounds)
   kept_users = u[np.concatenate([[0], bounds])]
-  skipped = {
+  skipped = {} if cfg.kcore <= 1 else {
       f"users with < {cfg.kcore} interactions (k-core, {removed['passes']} passes)":
           removed["users"],
       f"items with < {cfg.kcore} interactions (k-core)": removed["items"],
