@@ -67,13 +67,13 @@ def _load_sequences(config, folder, key):
     arrays["own_embeddings"] = raw.embeddings
   meta = {"n_items": raw.n_items, "skipped": raw.skipped,
           "embedding_files": list(raw.embedding_files)}
+  ids = None
+  if raw.user_ids is not None:  # raw-id <-> index maps, written before the sequences
+    ids = {"users": raw.user_ids, "items": raw.item_ids}
+    cache.save_json(os.path.join(folder, f"ids-{key}.json"), ids)
   cache.save_npz(path, **arrays)
   cache.save_json(path[:-4] + ".json", meta)
-  meta["ids"] = None
-  if raw.user_ids is not None:  # raw-id <-> index maps, kept beside the sequences
-    meta["ids"] = {"users": raw.user_ids, "items": raw.item_ids}
-    cache.save_json(os.path.join(folder, f"ids-{key}.json"), meta["ids"])
-  return raw.sequences, meta, raw.embeddings, raw
+  return raw.sequences, dict(meta, ids=ids), raw.embeddings, raw
 
 
 def prepare_data(config, *, verbose: bool = True) -> PreparedData:
