@@ -1,7 +1,7 @@
 """PNG pictures of a training run and of the recorded results (needs the `[plot]` extra).
 
-  python -m diffgrm_jax.plot --workdir=DIR                  # DIR/plots/training.png, validation.png
-  python -m diffgrm_jax.plot --results=benchmarks/results   # results_<dataset>.png beside the .jsonl
+  python -m diffgrm_jax.plot --workdir=DIR         # DIR/plots/training.png, validation.png
+  python -m diffgrm_jax.plot --results=benchmarks/results  # results_<dataset>.png per .jsonl
   python -m diffgrm_jax.plot --workdir=DIR --results=FILE.jsonl --out=OUT
 
 From a workdir: training loss and learning rate against steps (from tb/scalars.jsonl, the
