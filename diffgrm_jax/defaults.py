@@ -36,8 +36,9 @@ def get_config():
   # ---------------------------------------------------------------- data
   c.data = d = ml_collections.ConfigDict()
   # Where the data comes from: 'synthetic' (embedded, no files), 'shared' (the
-  # preprocessed `user item item ...` format of ../shared/data) or 'amazon2014' (raw
-  # SNAP reviews_/meta_ files, downloaded or read from data_dir).
+  # preprocessed `user item item ...` format of ../shared/data), 'amazon2014' (raw
+  # SNAP reviews_/meta_ files, downloaded or read from data_dir) or 'interactions' (your
+  # own user/item/timestamp table: see data.interactions).
   d.source = "synthetic"
   # Dataset / category name, e.g. 'Sports_and_Outdoors', 'Beauty', 'Toys_and_Games'.
   d.name = "synthetic"
@@ -61,6 +62,28 @@ def get_config():
   d.synthetic.min_len = 5
   d.synthetic.max_len = 20
   d.synthetic.seed = 0
+  # Interactions source only (diffgrm_jax/data/interactions.py explains each step).
+  d.interactions = i = ml_collections.ConfigDict()
+  # The interactions file: .csv, .tsv (header row) or .jsonl (one object a line), .gz ok.
+  i.path = ""
+  # Optional item table (same formats): item id plus text fields, for the item embedding.
+  i.items_path = ""
+  # File format: 'auto' (from the extension), 'csv', 'tsv' or 'jsonl'.
+  i.format = "auto"
+  # Column holding the user id.
+  i.user_col = "user_id"
+  # Column holding the item id.
+  i.item_col = "item_id"
+  # Column holding the timestamp: a number (any unit) or an ISO 8601 date/time.
+  i.time_col = "timestamp"
+  # Item table: column holding the item id.
+  i.item_id_col = "item_id"
+  # Item table: columns fed to the item text (any of title, price, brand, categories, description).
+  i.text_cols = ("title", "brand", "categories", "description")
+  # Item table, CSV/TSV: separator of several categories in one field ('' = one category).
+  i.category_sep = "|"
+  # Iterative k-core: drop users and items with fewer than k interactions until none (<= 1: off).
+  i.kcore = 5
 
   # ---------------------------------------------------------------- embeddings
   c.embedding = e = ml_collections.ConfigDict()

@@ -32,6 +32,9 @@ class PreparedData:
   item_train_counts: np.ndarray  # int64 [n_items+1]: times each item is a training target
   stats: dict                    # data + SID statistics (JSON-serialisable)
   cache_key: str
+  # {'users': raw id of user index u, 'items': raw id of item i at [i-1]} when the source
+  # has raw ids (interactions), else None.
+  ids: dict | None = None
 
 
 def _data_settings(config):
@@ -40,6 +43,8 @@ def _data_settings(config):
   if d.source == "synthetic":
     settings["synthetic"] = d.synthetic.to_dict()
   else:
+    if d.source == "interactions":
+      settings["interactions"] = d.interactions.to_dict()
     settings["files"] = [cache.file_fingerprint(p) for p in sources.input_files(config)]
   return settings
 
@@ -52,6 +57,7 @@ def _load_sequences(config, folder, key):
     flat, offsets = hit["flat"], hit["offsets"]
     seqs = [flat[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
     meta = cache.load_json(path[:-4] + ".json")
+    meta["ids"] = cache.load_json(os.path.join(folder, f"ids-{key}.json"))
     return seqs, meta, hit.get("own_embeddings"), None
   raw = sources.load(config)
   protocol.check_sequences(raw.sequences, raw.origin, raw.lines)
@@ -61,9 +67,13 @@ def _load_sequences(config, folder, key):
     arrays["own_embeddings"] = raw.embeddings
   meta = {"n_items": raw.n_items, "skipped": raw.skipped,
           "embedding_files": list(raw.embedding_files)}
+  ids = None
+  if raw.user_ids is not None:  # raw-id <-> index maps, written before the sequences
+    ids = {"users": raw.user_ids, "items": raw.item_ids}
+    cache.save_json(os.path.join(folder, f"ids-{key}.json"), ids)
   cache.save_npz(path, **arrays)
   cache.save_json(path[:-4] + ".json", meta)
-  return raw.sequences, meta, raw.embeddings, raw
+  return raw.sequences, dict(meta, ids=ids), raw.embeddings, raw
 
 
 def prepare_data(config, *, verbose: bool = True) -> PreparedData:
@@ -75,7 +85,8 @@ def prepare_data(config, *, verbose: bool = True) -> PreparedData:
   sequences, meta, own_emb, raw = _load_sequences(config, folder, seq_key)
   n_items = int(meta["n_items"])
   for name, count in meta["skipped"].items():
-    logging.warning("%s: skipped %d %s", d.name, count, name)
+    if count:  # zero counts are still listed in the printed statistics
+      logging.warning("%s: skipped %d %s", d.name, count, name)
 
   train, valid, test = protocol.split_sequences(sequences, int(d.max_history_len))
   train_items = protocol.training_items(sequences, n_items)
@@ -125,7 +136,7 @@ def prepare_data(config, *, verbose: bool = True) -> PreparedData:
       name=d.name, n_users=len(sequences), n_items=n_items, n_digit=int(s.n_digit),
       codebook_size=int(s.codebook_size), sids=table, train=train, valid=valid, test=test,
       item_train_counts=np.bincount(train.target, minlength=n_items + 1).astype(np.int64),
-      stats=stats, cache_key=sid_key)
+      stats=stats, cache_key=sid_key, ids=meta["ids"])
   if verbose:
     print(format_stats(stats))
   return data

@@ -14,6 +14,15 @@ Raised (message names the file, and the line where there is one):
                                         at least 3" / "dataset too small: N training items for
                                         codebooks of K codes"
   bad codebook size ................... "sid.codebook_size=K: must be a power of two ..."
+  interactions source (interactions.py):
+    missing field / column ............ "<path>:<line>: missing 'item_id'" /
+                                        "<path>:<line>: no column 'item_id' in the header ..."
+    unparsable timestamp .............. "<path>:<line>: unparsable timestamp 'x' in column 't'"
+    repeated header, wrong field count  "<path>:<line>: duplicate header row ..." /
+                                        "<path>:<line>: 2 fields, the header has 3"
+    empty file ........................ "<path>: empty file ..." / "<path>: no rows after the header"
+    duplicate item-table id ........... "<path>:<line>: duplicate item id 'x' (first at line L)"
+    nothing left after the k-core ..... "<path>: no interactions left after the 5-core filter ..."
 """
 
 from diffgrm_jax.cli import UserError

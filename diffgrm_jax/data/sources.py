@@ -8,6 +8,8 @@ users are listed in a fixed order (user index = position in `sequences`).
   `user item item ...` line per user in chronological order, `derived/item_text.jsonl`).
 * `amazon2014`: the raw SNAP files `reviews_<name>_5.json.gz` (JSON lines) and
   `meta_<name>.json.gz` (Python-literal dict lines), read locally or downloaded.
+* `interactions`: your own (user, item, timestamp) table in CSV, TSV or JSON lines, plus an
+  optional item-text table, k-core filtered (see `interactions.py`).
 """
 
 import ast
@@ -22,6 +24,7 @@ import zlib
 
 import numpy as np
 
+from diffgrm_jax.data import interactions
 from diffgrm_jax.data.errors import DataError
 
 # The 2014 5-core categories published on the SNAP productGraph page.
@@ -46,6 +49,8 @@ class RawDataset:
   skipped: dict = dataclasses.field(default_factory=dict)  # what was skipped on purpose
   origin: str = ""  # the file users were read from (one user per line when lines=True)
   lines: bool = False
+  user_ids: list | None = None  # raw id of user index u (interactions source)
+  item_ids: list | None = None  # raw id of item i at [i-1] (interactions source)
 
 
 def load(config) -> RawDataset:
@@ -58,8 +63,10 @@ def load(config) -> RawDataset:
                        config.data.name)
   if source == "amazon2014":
     return load_amazon2014(config)
-  raise DataError(f"config.data.source={source!r} is unknown: use 'synthetic', 'shared' or "
-                  "'amazon2014'.")
+  if source == "interactions":
+    return interactions.load_interactions(config)
+  raise DataError(f"config.data.source={source!r} is unknown: use 'synthetic', 'shared', "
+                  "'amazon2014' or 'interactions'.")
 
 
 def input_files(config) -> list[str]:
@@ -71,6 +78,8 @@ def input_files(config) -> list[str]:
             os.path.join(folder, "derived", "item_text.jsonl")]
   if d.source == "amazon2014":
     return list(_amazon_paths(config, need=False))
+  if d.source == "interactions":
+    return interactions.input_paths(d.interactions)
   return []
 
 
