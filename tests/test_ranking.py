@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from diffgrm_jax import ranking
-from diffgrm_jax.decoding import Catalogue
+from diffgrm_jax.catalogue import Catalogue
 
 
 def _catalogue(rng, n_items=60, n_sids=14, n=3, c=4):
