@@ -83,7 +83,7 @@ def test_validation_from_scalars_while_training(tmp_path):
 
 
 def test_results_chart_series(tmp_path, monkeypatch):
-  path = os.path.join(ROOT, "benchmarks", "results", "Sports_and_Outdoors.jsonl")
+  path = os.path.join(ROOT, "experiments", "results", "Sports_and_Outdoors.jsonl")
   rows = [json.loads(l) for l in open(path) if l.strip()]
   seen = {}
   real = plot.plot_results
