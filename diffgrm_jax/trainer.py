@@ -344,6 +344,7 @@ def _final_evaluation(run, loop, abstract, progress):
       "model_kind": c.model.kind,
       "masking": c.masking.strategy,
       "decoding": c.decode.strategy,
+      "beams": {"valid": list(run.valid_settings.widths), "test": list(run.test_settings.widths)},
       "n_params": run.n_params,
       "steps": loop.step,
       "epochs_run": meta["epoch"],
