@@ -58,7 +58,7 @@ def make_config(base=None, **changes):
 
 
 def tiny_config(**changes):
-  return make_config(**TINY_MODEL, **changes)
+  return make_config(**dict(TINY_MODEL, **changes))
 
 
 def random_batch(rng, batch_size=16, length=8, n_digit=4, codebook=16):
