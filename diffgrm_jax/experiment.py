@@ -9,7 +9,6 @@ now and evaluates it: what `python -m diffgrm_jax.eval` runs. See docs/design.md
 """
 
 import functools
-import os
 
 import jax
 
@@ -21,6 +20,7 @@ from diffgrm_jax import decoding
 from diffgrm_jax import evaluation
 from diffgrm_jax import metrics as metrics_lib
 from diffgrm_jax import model as model_lib
+from diffgrm_jax import paths
 from diffgrm_jax import sharding as shard_lib
 from diffgrm_jax import train_step as step_lib
 
@@ -98,7 +98,7 @@ def restore(exp, workdir, which="best"):
     mgr = ckpt.best if which == "best" else ckpt.latest
     if mgr.latest_step() is None:
       raise checkpointing.CheckpointError(
-          f"no {which} checkpoint in {os.path.abspath(workdir)}; train first "
+          f"no {which} checkpoint in {paths.absolute(workdir)}; train first "
           f"(python -m diffgrm_jax.train --config=... --workdir={workdir})")
     abstract, _ = exp.abstract_state()
     return ckpt.restore_best(abstract) if which == "best" else ckpt.restore_latest(abstract)
