@@ -130,23 +130,24 @@ def legal_mask(tables, codes, known, n_digit, codebook_size):
   Known digits have no legal next code (all False). Partials with all N digits known
   are outside the contract (their key format is that of N-1 known digits).
   """
-  n, c = n_digit, codebook_size
-  bits = bits_per_code(c)
-  key = pack_partial_key(codes, known, bits, xp=jnp)
-  n_keys = tables.keys.shape[0]
-  idx = jnp.clip(jnp.searchsorted(tables.keys, key), 0, n_keys - 1)
-  found = tables.keys[idx] == key
-  row = idx[..., None] * n + jnp.arange(n)  # [..., N]
-  lo = tables.offsets[row]
-  count = jnp.where(found[..., None] & ~known, tables.offsets[row + 1] - lo, 0)
-  j = jnp.arange(c)
-  src = jnp.minimum(lo[..., None] + j, tables.codes.shape[0] - 1)  # [..., N, C]
-  code = jnp.where(j < count[..., None], tables.codes[src].astype(jnp.int32), c)
-  # Scatter the listed codes into a row of C + 1 (column C takes the unused slots).
-  flat = code.reshape(-1, c)
-  mask = jnp.zeros((flat.shape[0], c + 1), bool).at[jnp.arange(flat.shape[0])[:, None], flat].set(
-      True, unique_indices=False)
-  return mask[:, :c].reshape(*codes.shape[:-1], n, c)
+  with jax.named_scope("legality"):  # names its operations in profiles
+    n, c = n_digit, codebook_size
+    bits = bits_per_code(c)
+    key = pack_partial_key(codes, known, bits, xp=jnp)
+    n_keys = tables.keys.shape[0]
+    idx = jnp.clip(jnp.searchsorted(tables.keys, key), 0, n_keys - 1)
+    found = tables.keys[idx] == key
+    row = idx[..., None] * n + jnp.arange(n)  # [..., N]
+    lo = tables.offsets[row]
+    count = jnp.where(found[..., None] & ~known, tables.offsets[row + 1] - lo, 0)
+    j = jnp.arange(c)
+    src = jnp.minimum(lo[..., None] + j, tables.codes.shape[0] - 1)  # [..., N, C]
+    code = jnp.where(j < count[..., None], tables.codes[src].astype(jnp.int32), c)
+    # Scatter the listed codes into a row of C + 1 (column C takes the unused slots).
+    flat = code.reshape(-1, c)
+    rows = jnp.arange(flat.shape[0])[:, None]
+    mask = jnp.zeros((flat.shape[0], c + 1), bool).at[rows, flat].set(True)
+    return mask[:, :c].reshape(*codes.shape[:-1], n, c)
 
 
 def build_dense(uniq, codebook_size):
