@@ -61,6 +61,10 @@ def decode_batches(variables, model, catalogue, batches, settings, *, mesh=None,
 def rank_decoded(catalogue, pred, scores, valid, log_prior, k, method):
   """Ranked items (int32 [b, k], 0 = none) and their scores from decoded SIDs
   (`ranking.rank_items` over every returned SID)."""
+  if method == "expand":
+    # Every decoded SID is a catalogue SID (legality) with >= 1 item, so the first k items
+    # come from the first k SIDs: sorting the rest would change nothing.
+    pred, scores, valid = pred[:, :k], scores[:, :k], valid[:, :k]
   groups = np.where(valid, catalogue.sid_group(pred), -1)
   return ranking.rank_items(catalogue, groups, scores, log_prior, k, method)
 
