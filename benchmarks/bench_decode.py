@@ -100,7 +100,7 @@ def run_one(strategy, beam, n_users, batch):
   return dict(strategy=strategy, beam=beam, users=int(n_users), batch=batch,
               users_per_s=n_users / secs, seconds=secs, compile_s=compile_s,
               catalogue_build_s=build_s, n_keys=len(cat.keys),
-              table_mib=(cat.keys.nbytes + cat.bitsets.nbytes) / 2 ** 20,
+              table_mib=sum(x.nbytes for x in tables) / 2 ** 20,
               peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
 
 

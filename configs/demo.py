@@ -28,5 +28,4 @@ def get_config(arg=None):
   c.optim.warmup_steps = 100
   c.decode.valid_beam = 32
   c.decode.test_beam = 64
-  c.decode.step_beams = (16, 64, 64, 64)
   return c

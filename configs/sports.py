@@ -32,7 +32,6 @@ def get_config(arg=None):
     config.optim.warmup_steps = 500
     config.decode.valid_beam = 32
     config.decode.test_beam = 32
-    config.decode.step_beams = (32, 32, 32, 32)
   elif arg:
     raise ValueError(f"configs/sports.py takes no argument or ':cpu', got {arg!r}")
   return config

@@ -20,12 +20,11 @@ the folder and says what to do.
 
 import hashlib
 import json
-import os
-import shutil
 
 import jax
 import orbax.checkpoint as ocp
 
+from diffgrm_jax import paths
 from diffgrm_jax.cli import UserError
 
 # Name part of the folder orbax writes a step to before renaming it when complete.
@@ -58,10 +57,10 @@ def _remove_unfinished_saves(path):
   # Done here, not by orbax's cleanup_tmp_directories: that runs in a thread which
   # `close()` does not wait for, so a program ending early (e.g. on a config error)
   # crashes in it at interpreter shutdown.
-  if jax.process_index() == 0 and os.path.isdir(path):
-    for name in os.listdir(path):
+  if jax.process_index() == 0:
+    for name in paths.listdir(path):
       if TMP_SUFFIX in name:
-        shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+        paths.rmtree(paths.join(path, name))
 
 
 def _manager(path, max_to_keep, create):
@@ -69,7 +68,7 @@ def _manager(path, max_to_keep, create):
     _remove_unfinished_saves(path)
   options = ocp.CheckpointManagerOptions(
       max_to_keep=max_to_keep, create=create, enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.abspath(path), options=options,
+  return ocp.CheckpointManager(paths.absolute(path), options=options,
                                item_names=("state", "meta"))
 
 
@@ -85,11 +84,11 @@ class Checkpoints:
     # The SID table's hash (data.sid_hash): saved with each checkpoint and checked on
     # restore when both sides have one. May be set after construction (it needs the data).
     self.sid_hash = sid_hash
-    if not create and not os.path.isdir(workdir):
-      raise CheckpointError(f"workdir {os.path.abspath(workdir)} does not exist; "
+    if not create and not paths.isdir(workdir):
+      raise CheckpointError(f"workdir {paths.absolute(workdir)} does not exist; "
                             "pass the --workdir a training run wrote")
-    self.latest = _manager(os.path.join(workdir, "checkpoints"), 2, create)
-    self.best = _manager(os.path.join(workdir, "best"), 1, create)
+    self.latest = _manager(paths.join(workdir, "checkpoints"), 2, create)
+    self.best = _manager(paths.join(workdir, "best"), 1, create)
 
   def _save(self, mgr, step, state, meta):
     meta = dict(meta, fingerprint=self.fingerprint)
@@ -120,7 +119,7 @@ class Checkpoints:
     step = mgr.latest_step()
     if step is None:
       return None
-    where = os.path.join(mgr.directory, str(step))
+    where = paths.join(mgr.directory, str(step))
     try:
       meta = mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
       assert isinstance(meta, dict), f"meta is {type(meta).__name__}, not a JSON object"

@@ -215,8 +215,10 @@ def get_config():
   b.valid_beam = 32
   # Beam width for test / eval.
   b.test_beam = 256
-  # left_to_right / random: beam width per fill step (overrides the beam above when set).
-  b.step_beams = (256, 512, 512, 512)
+  # left_to_right / random: explicit beam width per fill step for BOTH splits (e.g. the
+  # seed note's 256,512,512,512). Empty: every strategy and model kind uses the split's
+  # beam above at every step, so DIFF_GRM and the autoregressive baseline search alike.
+  b.step_beams = ()
   # confidence: fill the last digit greedily per beam (the released code) instead of
   # keeping the global top-B to the end.
   b.greedy_last = False

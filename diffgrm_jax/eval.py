@@ -12,15 +12,13 @@ and at item level under both item rankings (`item/` the configured one, `item_<o
 the other) and writes WORKDIR/eval_<split>.json. The work is `experiment.evaluate_workdir`.
 """
 
-import json
-import os
-
 from absl import flags
 import jax
 
 from diffgrm_jax import cli
 from diffgrm_jax import distributed
 from diffgrm_jax import experiment
+from diffgrm_jax import paths
 from diffgrm_jax import reporting
 
 
@@ -44,9 +42,8 @@ def main(argv):
                                        FLAGS.checkpoint)
   if jax.process_index() == 0:
     print(reporting.format_table({f"{FLAGS.split} (step {result['step']})": result}))
-    path = os.path.join(FLAGS.workdir, f"eval_{FLAGS.split}.json")
-    with open(path, "w") as f:
-      json.dump(result, f, indent=1)
+    path = paths.join(FLAGS.workdir, f"eval_{FLAGS.split}.json")
+    paths.write_json(path, result)
     print(f"wrote {path}")
 
 

@@ -10,7 +10,6 @@ experiment from a workdir's own config and data (workdir.py). See docs/design.md
 """
 
 import functools
-import os
 
 import jax
 
@@ -22,6 +21,7 @@ from diffgrm_jax import decoding
 from diffgrm_jax import evaluation
 from diffgrm_jax import metrics as metrics_lib
 from diffgrm_jax import model as model_lib
+from diffgrm_jax import paths
 from diffgrm_jax import ranking
 from diffgrm_jax import sharding as shard_lib
 from diffgrm_jax import train_step as step_lib
@@ -120,7 +120,7 @@ def restore(exp, workdir, which="best"):
               if which == "best" and ckpt.latest.latest_step() is not None else
               f"; train first (python -m diffgrm_jax.train --config=... --workdir={workdir})")
       raise checkpointing.CheckpointError(
-          f"no {which} checkpoint in {os.path.abspath(workdir)}{hint}")
+          f"no {which} checkpoint in {paths.absolute(workdir)}{hint}")
     # The model fingerprint first (before any data preparation), then the SID table.
     ckpt.check_best() if which == "best" else ckpt.check_latest()
     ckpt.sid_hash = exp.sid_hash

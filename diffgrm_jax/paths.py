@@ -7,10 +7,16 @@ bucket. Every file the package writes should go through these helpers:
   makedirs(p)            folder and parents (no error if present)
   exists(p), isdir(p)    tests
   listdir(p)             sorted entry names ([] when the folder is absent)
+  rmtree(p)              a folder and its contents (no error if absent)
   open(p, mode)          file object ('r', 'w', 'rb', 'wb'); no append on object stores
   write_json(p, obj)     atomic: readers see the old file or the new one, never a part
   read_json(p)           the parsed object
   join(a, b, ...)        a path string (URLs keep their scheme)
+  absolute(p)            an absolute local path; URLs unchanged (os.path.abspath would
+                         turn gs://b/x into <cwd>/gs:/b/x)
+
+tests/test_write_paths.py runs training, evaluation and plotting and fails if any file
+they write into the workdir is not written through etils.epath (these helpers or orbax).
 """
 
 import json
@@ -33,6 +39,10 @@ def join(*parts) -> str:
   return os.fspath(epath.Path(parts[0]).joinpath(*parts[1:]))
 
 
+def absolute(path) -> str:
+  return os.fspath(path) if is_remote(path) else os.path.abspath(path)
+
+
 def makedirs(path) -> None:
   epath.Path(path).mkdir(parents=True, exist_ok=True)
 
@@ -48,6 +58,10 @@ def isdir(path) -> bool:
 def listdir(path) -> list[str]:
   p = epath.Path(path)
   return sorted(c.name for c in p.iterdir()) if p.is_dir() else []
+
+
+def rmtree(path) -> None:
+  epath.Path(path).rmtree(missing_ok=True)
 
 
 def open(path, mode="r"):  # pylint: disable=redefined-builtin

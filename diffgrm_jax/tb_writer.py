@@ -3,6 +3,7 @@ written by process 0 only."""
 
 from tensorboardX import SummaryWriter
 
+from diffgrm_jax import paths
 from diffgrm_jax import scalar_log
 
 
@@ -12,6 +13,8 @@ class Writer:
   def __init__(self, logdir, enabled=True, resume_step=None):
     # purge_step hides events a killed run wrote after its last checkpoint, so a resumed
     # run's curves have no duplicated stretch.
+    if enabled:  # the folder through the path layer; tensorboardX then only adds its file
+      paths.makedirs(logdir)
     self._w = SummaryWriter(logdir, purge_step=resume_step) if enabled else None
     self._log = scalar_log.ScalarLog(logdir, resume_step) if enabled else None
 

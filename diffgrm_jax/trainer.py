@@ -19,9 +19,7 @@ is a `Run`; what the loop changes from step to step is a `LoopState`.
 """
 
 import dataclasses
-import json
 import math
-import os
 import signal
 import time
 from typing import Any, Callable
@@ -36,6 +34,7 @@ from diffgrm_jax import checkpointing
 from diffgrm_jax import data as data_lib
 from diffgrm_jax import decoding
 from diffgrm_jax import experiment
+from diffgrm_jax import paths
 from diffgrm_jax import reporting
 from diffgrm_jax import tb_writer
 from diffgrm_jax import train_step as step_lib
@@ -139,7 +138,7 @@ def train_and_evaluate(config, workdir, *, data=None, selection_score=selection_
   written to WORKDIR/summary.json.
   """
   exp = experiment.Experiment(config, data)
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   ckpt = exp.checkpoints(workdir)
   try:  # closing the managers also on errors: their threads must not outlive the program
     run, loop, abstract = _start(exp, ckpt, workdir, selection_score, loader)
@@ -189,7 +188,7 @@ def _start(exp, ckpt, workdir, score_fn, loader):
     print(f"model: {n_params:,} parameters; {steps_per_epoch} steps/epoch; "
           f"{total_steps} steps; devices: {jax.device_count()} ({jax.devices()[0].platform}), "
           f"mesh {dict(exp.mesh.shape)}")
-  writer = tb_writer.Writer(os.path.join(workdir, "tb"), enabled=is_main,
+  writer = tb_writer.Writer(paths.join(workdir, "tb"), enabled=is_main,
                             resume_step=loop.step if restored is not None else None)
   run = Run(exp=exp, ckpt=ckpt, workdir=workdir, loader=loader, writer=writer,
             train_step=step_lib.make_train_step(exp.model, tx, schedule, c, shardings,
@@ -283,7 +282,7 @@ def _sync(run, loop):
 
 def _stop(run, what, at):
   last = run.ckpt.latest.latest_step()
-  where = os.path.join(run.workdir, "checkpoints", str(last)) if last is not None else "none"
+  where = paths.join(run.workdir, "checkpoints", str(last)) if last is not None else "none"
   raise TrainingError(
       f"{what} at step {at}; last good checkpoint: {where}; nothing after it was saved "
       "(best/ is untouched); lower optim.lr or check the data, then rerun to resume")
@@ -348,6 +347,7 @@ def _final_evaluation(run, loop, abstract, progress):
       "model_kind": c.model.kind,
       "masking": c.masking.strategy,
       "decoding": c.decode.strategy,
+      "beams": {"valid": list(run.valid_settings.widths), "test": list(run.test_settings.widths)},
       "n_params": run.n_params,
       "steps": loop.step,
       "epochs_run": meta["epoch"],
@@ -370,10 +370,9 @@ def _final_evaluation(run, loop, abstract, progress):
   run.writer.scalars(loop.step, {f"test/{k}": v for k, v in summary["test"].items()})
   run.writer.close()
   if run.is_main:
-    with open(os.path.join(run.workdir, "summary.json"), "w") as f:
-      json.dump(summary, f, indent=1)
+    paths.write_json(paths.join(run.workdir, "summary.json"), summary)
     print(reporting.format_table(
         {"valid": summary["valid"], "test": summary["test"],
          "popularity test": summary["popularity"]["test"]}))
-    print(f"summary: {os.path.join(run.workdir, 'summary.json')}")
+    print(f"summary: {paths.join(run.workdir, 'summary.json')}")
   return summary

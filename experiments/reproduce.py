@@ -103,8 +103,7 @@ def main(argv):
       return
     row = {k: s[k] for k in ("dataset", "model_kind", "masking", "decoding", "epochs_run",
                              "steps", "best_epoch", "n_params", "valid", "test", "timing",
-                             "stopped_early", "stopped_by_time_limit")}
-    row["decoding_beam"] = {"valid": config.decode.valid_beam, "test": config.decode.test_beam}
+                             "stopped_early", "stopped_by_time_limit", "beams")}
   row["wall_time_s"] = round(time.time() - t0, 1)
   _record(config, row)
 

@@ -26,7 +26,7 @@ python3 experiments/reproduce.py "${common[@]}" --workdir=/tmp/sports_single_gpu
 dg=$!
 python3 experiments/reproduce.py "${common[@]}" --workdir=/tmp/sports_single_gpu_autoregressive \
     --config.model.kind=autoregressive --config.decode.strategy=left_to_right \
-    --config.decode.step_beams='()' --label="paper recipe, time limit ${limit} s" "$@" \
+    --label="paper recipe, time limit ${limit} s" "$@" \
     >"$out/autoregressive.log" 2>&1 &
 ar=$!
 wait $dg; rc_dg=$?

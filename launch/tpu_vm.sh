@@ -4,7 +4,7 @@
 #
 #   export TPU_NAME=diffgrm ZONE=us-central2-b ACCELERATOR_TYPE=v4-32   # PROJECT=... optional
 #   launch/tpu_vm.sh create          # or: queue, then `status` until ACTIVE
-#   launch/tpu_vm.sh install         # Python 3.11 venv + this checkout (git HEAD) + jax[tpu]
+#   launch/tpu_vm.sh install         # Python 3.11 venv + this checkout (git HEAD) with its [tpu] extra
 #   launch/tpu_vm.sh mount           # multi-host only: BUCKET=my-bucket -> /gcs/my-bucket
 #   CONFIG=configs/sports.py WORKDIR=/gcs/my-bucket/runs/sports \
 #     launch/tpu_vm.sh run [--config.<field>=<value> ...]
@@ -100,7 +100,7 @@ case "$cmd" in
     on_workers "set -e; rm -rf ~/diffgrm_jax; tar xzf ~/diffgrm_jax.tar.gz -C ~;
       command -v ~/.local/bin/uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh;
       ~/.local/bin/uv venv --allow-existing -p $PYTHON_VERSION ~/venv;
-      ~/.local/bin/uv pip install -p ~/venv/bin/python -e ~/diffgrm_jax 'jax[tpu]';
+      ~/.local/bin/uv pip install -p ~/venv/bin/python -e ~/diffgrm_jax'[tpu]';
       ~/venv/bin/python -c 'import jax; print(jax.process_index(), jax.local_devices())'"
     ;;
   mount)

@@ -8,6 +8,7 @@ sizes share one compiled decoder shape.
 import numpy as np
 
 from diffgrm_jax import catalogue as catalogue_lib
+from diffgrm_jax import legality
 
 
 def items_of(cat, sid):
@@ -28,6 +29,5 @@ def ranked_items(cat, pred_sids, valid, k):
 def padded_tables(cat, n_keys):
   """The legality tables padded to `n_keys` keys that match no partial SID."""
   assert n_keys >= len(cat.keys)
-  keys = np.pad(cat.keys, (0, n_keys - len(cat.keys)), constant_values=np.uint32(0xFFFFFFFF))
-  bitsets = np.pad(cat.bitsets, ((0, n_keys - len(cat.bitsets)), (0, 0)))
-  return catalogue_lib.LegalityTables(keys, bitsets)
+  return catalogue_lib.LegalityTables(*legality.pad(
+      cat.keys, cat.legal_offsets, cat.legal_codes, cat.n_digit, n_keys))

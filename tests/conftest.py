@@ -31,7 +31,7 @@ TINY_RUN = {
     "model.d_model": 16, "model.n_heads": 1, "model.n_inner": 32, "model.n_dec_layers": 1,
     "train.batch_size": 32, "train.epochs": 2, "train.eval_start_epoch": 1,
     "train.eval_every_epochs": 1, "train.checkpoint_every_steps": 4, "optim.warmup_steps": 2,
-    "decode.valid_beam": 10, "decode.test_beam": 10, "decode.step_beams": (10, 10, 10, 10),
+    "decode.valid_beam": 10, "decode.test_beam": 10,
     "decode.batch_size": 32,
 }
 
@@ -58,7 +58,7 @@ def make_config(base=None, **changes):
 
 
 def tiny_config(**changes):
-  return make_config(**TINY_MODEL, **changes)
+  return make_config(**dict(TINY_MODEL, **changes))
 
 
 def random_batch(rng, batch_size=16, length=8, n_digit=4, codebook=16):

@@ -1,5 +1,6 @@
 """Raw Amazon 2014 parser, the resumable downloader, and every bad-input error."""
 
+import dataclasses
 import gzip
 import http.server
 import json
@@ -207,11 +208,15 @@ def test_embedding_file_of_wrong_shape(tmp_path):
     prepare_data(c, verbose=False)
 
 
-def test_beauty_auto_needs_a_model():
+def test_beauty_auto_uses_its_minilm_file_and_no_vectors_needs_a_model():
   from data_test_util import SHARED, base_config  # pylint: disable=g-import-not-at-top
   c = base_config("/tmp/unused-cache")
   c.data.source, c.data.name, c.data.data_dir = "shared", "Beauty", SHARED
   raw = sources.load(c)
   from diffgrm_jax.data import embeddings  # pylint: disable=g-import-not-at-top
+  kind, where = embeddings.resolve_source(c, raw)
+  assert kind == "file" and where.endswith(os.path.join("derived", "item_emb_minilm.npy"))
+  # A dataset with neither its own vectors nor a derived file must name the way out.
+  bare = dataclasses.replace(raw, embedding_files=())
   with pytest.raises(DataError, match="embedding.source=sentence_transformers"):
-    embeddings.resolve_source(c, raw)
+    embeddings.resolve_source(c, bare)

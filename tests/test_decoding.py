@@ -10,6 +10,7 @@ import pytest
 
 from catalogue_reference import items_of, padded_tables, ranked_items
 from diffgrm_jax import catalogue as catalogue_lib
+from diffgrm_jax import config_checks
 from diffgrm_jax import decoding
 from diffgrm_jax.model import DiffGRM
 
@@ -244,6 +245,24 @@ def test_catalogue_groups_and_tie_rule():
   pred = np.array([[[5, 5, 5, 5], [1, 2, 3, 4], [0, 0, 0, 0]]])
   np.testing.assert_array_equal(ranked_items(cat, pred, np.array([[True, True, False]]), 3),
                                 [[2, 3, 4]])
+
+
+@pytest.mark.parametrize("kind,strategy", [
+    ("diffgrm", "confidence"), ("diffgrm", "left_to_right"), ("diffgrm", "random"),
+    ("diffgrm", "release_confidence"), ("autoregressive", "left_to_right")])
+def test_every_strategy_and_model_kind_resolves_the_configured_beams(kind, strategy):
+  # The defaults name one beam per split; no strategy may widen it on its own (a fair
+  # comparison between DIFF_GRM and the baseline searches with the same widths).
+  from conftest import make_config
+  c = make_config(**{"decode.valid_beam": 24, "decode.test_beam": 48,
+                     "model.kind": kind, "decode.strategy": strategy})
+  config_checks.check_config(c)
+  assert decoding.DecodeSettings.from_config(c, "valid").widths == (24,) * 4
+  assert decoding.DecodeSettings.from_config(c, "test").widths == (48,) * 4
+  base = make_config(**{"decode.valid_beam": 24, "decode.test_beam": 48})
+  for split in ("valid", "test"):  # DIFF_GRM's default search and this one: same widths
+    assert (decoding.DecodeSettings.from_config(base, split).widths
+            == decoding.DecodeSettings.from_config(c, split).widths)
 
 
 def test_decode_settings_resolve_the_split_widths_like_the_config_says():

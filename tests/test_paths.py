@@ -49,3 +49,14 @@ def test_write_json_is_atomic_and_readable(tmp_path, monkeypatch):
   monkeypatch.undo()
   assert paths.read_json(p) == {"a": 1}
   assert os.listdir(tmp_path / "out") == ["summary.json"]
+
+
+def test_absolute_keeps_urls_and_rmtree_removes_a_tree(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  assert paths.absolute("run/x") == str(tmp_path / "run" / "x")
+  assert paths.absolute("gs://bucket/run") == "gs://bucket/run"  # not <cwd>/gs:/bucket/run
+  with paths.open(paths.join("run", "a", "b", "f.txt"), "w") as f:
+    f.write("x")
+  paths.rmtree(paths.join("run", "a"))
+  assert paths.listdir("run") == []
+  paths.rmtree(paths.join("run", "a"))  # absent: no error

@@ -1,0 +1,138 @@
+"""Legality structure against catalogue size: table memory, build time and decode users/s.
+
+Synthetic catalogues of 4-digit SIDs over 256 codes (first digit skewed as in real
+SIDs, 10% of items sharing another item's SID), confidence search with a small model
+and random weights. The sparse tables (legality.py, what decoding uses) run against
+the dense bitset they replaced wherever the dense one stays under --dense_max_gb;
+the two alternate in rounds in one process, and their masks are checked equal.
+
+  python benchmarks/bench_catalogue.py                       # 20k, 200k, 2M items
+  python benchmarks/bench_catalogue.py --sizes 20000 --rounds 1
+"""
+
+import argparse
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.linen import meta
+
+from diffgrm_jax import catalogue as catalogue_lib
+from diffgrm_jax import decoding
+from diffgrm_jax import legality
+from diffgrm_jax.model import DiffGRM
+
+N_DIGIT, CODEBOOK = 4, 256
+
+
+class DenseTables(NamedTuple):
+  keys: jax.Array
+  bitsets: jax.Array
+
+
+def synthetic_sids(rng, n_items):
+  """[n_items + 1, 4] SIDs (row 0 = padding): skewed first digit, 10% collisions."""
+  sids = rng.integers(0, CODEBOOK, size=(n_items, N_DIGIT))
+  sids[:, 0] = np.minimum(rng.geometric(0.02, n_items), CODEBOOK) - 1
+  dup = rng.random(n_items) < 0.1
+  sids[dup] = sids[rng.integers(0, n_items, dup.sum())]
+  return np.concatenate([np.zeros((1, N_DIGIT), np.int64), sids])
+
+
+def _legal_mask(tables, codes, known, n_digit, codebook_size):
+  if isinstance(tables, DenseTables):
+    return legality.dense_legal_mask(tables.keys, tables.bitsets, codes, known, n_digit,
+                                     codebook_size)
+  return legality.legal_mask(tables, codes, known, n_digit, codebook_size)
+
+
+def _nbytes(tables):
+  return sum(x.nbytes for x in tables)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--sizes", default="20000,200000,2000000", help="catalogue sizes (items)")
+  p.add_argument("--users", type=int, default=256, help="users decoded per round")
+  p.add_argument("--batch", type=int, default=64, help="users per decode batch")
+  p.add_argument("--beam", type=int, default=32, help="confidence beam width")
+  p.add_argument("--history", type=int, default=8, help="history length of every user")
+  p.add_argument("--rounds", type=int, default=2, help="timed rounds per structure (interleaved)")
+  p.add_argument("--dense_max_gb", type=float, default=1.0,
+                 help="build the dense baseline only when its estimated size is below this")
+  a = p.parse_args()
+  # Dispatch on the tables' type, so the unchanged decoder can run either structure.
+  decoding.legal_mask = _legal_mask
+
+  model = DiffGRM(n_digit=N_DIGIT, codebook_size=CODEBOOK, d_model=128, n_heads=4,
+                  n_enc_layers=1, n_dec_layers=2, n_inner=512, dropout=0.0)
+  rng = np.random.default_rng(0)
+  hist = jnp.asarray(rng.integers(0, CODEBOOK, (a.batch, a.history, N_DIGIT)), jnp.int32)
+  mask = jnp.ones((a.batch, a.history), bool)
+  variables = meta.unbox(jax.jit(model.init)(
+      jax.random.PRNGKey(0), hist[:1], mask[:1], jnp.zeros((1, 1, N_DIGIT), jnp.int32),
+      jnp.zeros((1, 1, N_DIGIT), bool)))
+  # Build everything first, then time all (size, structure) pairs interleaved in rounds:
+  # this machine's speed drifts between minutes, so only one window compares sizes.
+  cases, info = {}, {}
+  for n_items in [int(s) for s in a.sizes.split(",")]:
+    sids = synthetic_sids(np.random.default_rng(n_items), n_items)
+    t0 = time.perf_counter()
+    cat = catalogue_lib.Catalogue.from_sids(sids, CODEBOOK)
+    sparse = cat.tables()
+    cases[(n_items, "sparse")] = (sparse, time.perf_counter() - t0)  # the whole Catalogue
+    uniq = np.unique(sids[1:], axis=0)
+    dense_gb = len(cat.keys) * (4 + N_DIGIT * CODEBOOK // 8) / 1e9
+    if dense_gb < a.dense_max_gb:
+      t0 = time.perf_counter()
+      dense = DenseTables(*map(jnp.asarray, legality.build_dense(uniq, CODEBOOK)))
+      cases[(n_items, "dense")] = (dense, time.perf_counter() - t0)
+    info[n_items] = dict(sids=len(uniq), keys=len(cat.keys), dense_gb=dense_gb, catalogue=cat)
+    print(f"{n_items:,} items built", flush=True)
+  fns, outs = {}, {}
+  for (n_items, name), (tables, _) in cases.items():  # compile, and check both decode alike
+    dec = decoding.make_decoder(model, info[n_items]["catalogue"], decoding.DecodeSettings("confidence", (a.beam,) * 4))
+    fns[n_items] = fns.get(n_items) or jax.jit(dec.apply)
+    outs[(n_items, name)] = jax.tree.map(np.asarray, fns[n_items](variables, tables, hist, mask))
+    if (n_items, "sparse") in outs and name == "dense":
+      for x, y in zip(outs[(n_items, "sparse")], outs[(n_items, "dense")]):
+        np.testing.assert_array_equal(x, y)
+  times = {k: [] for k in cases}
+  for rnd in range(a.rounds):  # alternate the order, so a drift within a round cancels
+    for (n_items, name), (tables, _) in list(cases.items())[::1 if rnd % 2 == 0 else -1]:
+      t0 = time.perf_counter()
+      for _ in range(a.users // a.batch):
+        out = fns[n_items](variables, tables, hist, mask)
+      jax.block_until_ready(out)
+      times[(n_items, name)].append(time.perf_counter() - t0)
+  rows = []
+  for n_items, d in info.items():
+    for name in ("sparse", "dense"):
+      if (n_items, name) in cases:
+        tables, build_s = cases[(n_items, name)]
+        mib, users_s = _nbytes(tables) / 2 ** 20, a.users // a.batch * a.batch / np.median(
+            times[(n_items, name)])
+      else:
+        mib, build_s, users_s = d["dense_gb"] * 1e9 / 2 ** 20, float("nan"), float("nan")
+      rows.append(dict(items=n_items, sids=d["sids"], keys=d["keys"], structure=name, mib=mib,
+                       build_s=build_s, users_s=users_s))
+
+  print(f"\nconfidence beam {a.beam}, d_model 128, 1+2 layers, batch {a.batch}, history "
+        f"{a.history}, {a.users} users x {a.rounds} rounds (median); dense rows without a "
+        "speed were not built (size estimated)")
+  print("| items | unique SIDs | keys | structure | table MiB | build s | users/s |")
+  print("|---|---|---|---|---|---|---|")
+  for r in rows:
+    print(f"| {r['items']:,} | {r['sids']:,} | {r['keys']:,} | {r['structure']} | "
+          f"{r['mib']:.1f} | {r['build_s']:.1f} | {r['users_s']:.1f} |")
+  base = {r["structure"]: r["users_s"] for r in rows if r["items"] == rows[0]["items"]}
+  for r in rows:
+    if r["structure"] == "sparse":
+      print(f"sparse users/s at {r['items']:,} items / at {rows[0]['items']:,}: "
+            f"{r['users_s'] / base['sparse']:.2f}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,205 @@
+"""Side by side with the released PyTorch DIFF_GRM on this machine: training and decoding speed.
+
+Setup of the release (once; torch on CPU is enough):
+
+  git clone https://github.com/liuzhao09/DiffGRM /path/to/DiffGRM
+  git -C /path/to/DiffGRM checkout ad7b971
+  python3 -m venv /path/to/release_venv
+  /path/to/release_venv/bin/pip install torch numpy pyyaml tqdm accelerate transformers
+
+Run (from the repository root, with this package's environment; Sports data prepared):
+
+  python benchmarks/bench_vs_release.py --release_dir /path/to/DiffGRM \
+      --release_python /path/to/release_venv/bin/python
+
+Each measurement is its own process (so peak RSS is its own) and runs for about
+--seconds after its warm-up; the release and ours alternate, measure by measure, for
+--rounds rounds, because this machine's speed drifts between minutes: only ratios taken
+in one window mean anything. Both sides use the Sports recipe's model (d 256, 4 heads,
+1 encoder + 4 decoder layers, n_inner 1024) with random weights and the Sports SIDs:
+
+  train   rows/s at batch 256 (guided masking, 4 views, label smoothing 0.1, AdamW step
+          with clipping) and the process's peak RSS. The release pads every history to 50,
+          as its collate does; ours uses its length buckets, as its training does.
+  decode  users/s of the confidence beam search at beam 32 and 256 with legality on,
+          2048 // beam test users per call (its `generate` vs our jitted decoder).
+
+The release's half is benchmarks/release_side.py; ours is this file with --side ours.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+TARGETS = {"train": (4.0, "rows/s >= 4x"), "train_rss": (0.5, "peak RSS <= 0.5x"),
+           "decode": (5.0, "users/s >= 5x")}
+
+
+def _sports_data():
+  import importlib.util
+  from diffgrm_jax import data as data_lib
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "sports.py")
+  spec = importlib.util.spec_from_file_location("sports_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  return config, data_lib.prepare_data(config, verbose=False)
+
+
+def write_inputs(path, n_train=20_000):
+  config, data = _sports_data()
+  rng = np.random.default_rng(0)
+  rows = rng.choice(len(data.train), min(n_train, len(data.train)), replace=False)
+  np.savez(path, sids=data.sids, codebook_size=data.codebook_size,
+           train_hist=data.train.hist[rows], train_len=data.train.length[rows],
+           train_target=data.train.target[rows], test_hist=data.test.hist,
+           test_len=data.test.length)
+  return data.name, len(data.sids) - 1
+
+
+def _time_loop(step, seconds):
+  step()  # warm-up
+  done, t0 = 0, time.perf_counter()
+  while time.perf_counter() - t0 < seconds or done == 0:
+    done += step()
+  return done / (time.perf_counter() - t0)
+
+
+def run_ours(measure, batch, beam, seconds):
+  """Our half of one measurement: returns its JSON record."""
+  import jax
+
+  from diffgrm_jax import data as data_lib
+  from diffgrm_jax import catalogue as catalogue_lib
+  from diffgrm_jax import decoding
+  from diffgrm_jax import model as model_lib
+  from diffgrm_jax import sharding as shard_lib
+  from diffgrm_jax import train_step as step_lib
+
+  config, data = _sports_data()
+  model = model_lib.from_config(config)
+  buckets = tuple(config.data.length_buckets)
+  if measure == "train":
+    config.train.batch_size = batch
+    mesh = shard_lib.make_mesh(config)
+    tx, schedule = step_lib.make_optimizer(config, 10 ** 6)
+    state, shardings = step_lib.init_state(model, tx, config, mesh)
+    bs = shard_lib.batch_sharding(config, mesh)
+    train_step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+    loader = data_lib.train_loader(data, batch_size=batch, seed=0, buckets=buckets)
+    seen, box = set(), [state]
+    while len(seen) < len(buckets):  # compile every bucket shape before timing
+      b = next(loader)
+      seen.add(b["hist_sids"].shape[1])
+      box[0], m = train_step(box[0], step_lib.to_global(b, bs))
+    jax.block_until_ready(m)
+
+    def step():
+      b = next(loader)
+      box[0], m = train_step(box[0], step_lib.to_global(b, bs))
+      jax.block_until_ready(m)
+      return int(b["weight"].sum())
+  else:
+    variables = {"params": step_lib.init_state(
+        model, step_lib.make_optimizer(config, 1)[0], config, shard_lib.make_mesh(config))[0].params}
+    catalogue = catalogue_lib.Catalogue.from_sids(data.sids, data.codebook_size)
+    dec = decoding.make_decoder(model, catalogue, decoding.DecodeSettings("confidence", (beam,) * 4))
+    fn = jax.jit(dec.apply)
+    batches = list(data_lib.eval_batches(data, "test", batch_size=batch, buckets=buckets))
+    rng = np.random.default_rng(0)
+    order = list(rng.permutation(len(batches)))
+    for lb in sorted({b["hist_sids"].shape[1] for b in batches}):  # compile every bucket
+      b = next(b for b in batches if b["hist_sids"].shape[1] == lb)
+      jax.block_until_ready(fn(variables, dec.tables, b["hist_sids"], b["hist_mask"]))
+    pos = [0]
+
+    def step():
+      b = batches[order[pos[0] % len(order)]]
+      pos[0] += 1
+      jax.block_until_ready(fn(variables, dec.tables, b["hist_sids"], b["hist_mask"]))
+      return int((b["user"] >= 0).sum())
+  rate = _time_loop(step, seconds)
+  return {"rate": rate, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+
+
+def _last_json(out, what):
+  if out.returncode:
+    sys.exit(f"{what} failed:\n{out.stderr[-4000:]}")
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+  p.add_argument("--release_dir", help="checkout of the released code (the folder holding genrec/)")
+  p.add_argument("--release_python", help="python of an environment with torch for the release")
+  p.add_argument("--measures", default="train,decode32,decode256")
+  p.add_argument("--rounds", type=int, default=2)
+  p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement")
+  p.add_argument("--train_batch", type=int, default=256)
+  p.add_argument("--side", choices=("ours",), help=argparse.SUPPRESS)
+  p.add_argument("--measure", help=argparse.SUPPRESS)
+  p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+  p.add_argument("--beam", type=int, default=32, help=argparse.SUPPRESS)
+  a = p.parse_args()
+  if a.side == "ours":
+    print(json.dumps(run_ours(a.measure, a.batch, a.beam, a.seconds)))
+    return
+  if not (a.release_dir and a.release_python):
+    p.error("--release_dir and --release_python are required (see the setup above)")
+  here = os.path.dirname(os.path.abspath(__file__))
+  root = os.path.dirname(here)
+  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  inputs = os.path.join(tempfile.mkdtemp(prefix="bench_vs_release_"), "inputs.npz")
+  name, n_items = write_inputs(inputs)
+  results = {}  # (measure, side) -> list of records
+  for rnd in range(a.rounds):
+    for measure in a.measures.split(","):
+      kind = "train" if measure == "train" else "decode"
+      beam = 32 if kind == "train" else int(measure[len("decode"):])
+      batch = a.train_batch if kind == "train" else max(8, 2048 // beam)
+      common = ["--measure", kind, "--batch", str(batch), "--beam", str(beam),
+                "--seconds", str(a.seconds)]
+      cmds = {
+          "release": [a.release_python, os.path.join(here, "release_side.py"),
+                      "--release_dir", a.release_dir, "--inputs", inputs] + common,
+          "ours": [sys.executable, os.path.abspath(__file__), "--side", "ours"] + common,
+      }
+      sides = ("release", "ours") if rnd % 2 == 0 else ("ours", "release")
+      for side in sides:
+        r = _last_json(subprocess.run(cmds[side], capture_output=True, text=True, env=env,
+                                      cwd=root), f"{side} {measure}")
+        results.setdefault((measure, side), []).append(r)
+        print(f"round {rnd + 1} {measure:>10} {side:>7}: {r['rate']:8.2f}/s  "
+              f"peak RSS {r['peak_rss_gb']:.2f} GB", flush=True)
+
+  print(f"\n{name} ({n_items} items), {a.rounds} interleaved rounds of ~{a.seconds:.0f} s each; "
+        "values per round")
+  print("| measure | release | ours | ratio | target |\n|---|---|---|---|---|")
+  fmt = lambda xs, f: " / ".join(f.format(x) for x in xs)
+  for measure in a.measures.split(","):
+    rel = [r["rate"] for r in results[(measure, "release")]]
+    our = [r["rate"] for r in results[(measure, "ours")]]
+    kind = "train" if measure == "train" else "decode"
+    unit = "rows/s, batch %d" % a.train_batch if kind == "train" else "users/s, confidence beam " + measure[6:]
+    ratio = [o / r for o, r in zip(our, rel)]
+    print(f"| {'training' if kind == 'train' else 'decoding'} {unit} | {fmt(rel, '{:.1f}')} | "
+          f"{fmt(our, '{:.1f}')} | {fmt(ratio, '{:.2f}x')} | {TARGETS[kind][1]} |")
+    if kind == "train":
+      rel = [r["peak_rss_gb"] for r in results[(measure, "release")]]
+      our = [r["peak_rss_gb"] for r in results[(measure, "ours")]]
+      print(f"| training peak RSS (GB), batch {a.train_batch} | {fmt(rel, '{:.2f}')} | "
+            f"{fmt(our, '{:.2f}')} | {fmt([o / r for o, r in zip(our, rel)], '{:.2f}x')} | "
+            f"{TARGETS['train_rss'][1]} |")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,168 @@
+"""Where the time goes: a profile of the jitted train step and of one decode batch.
+
+Runs a few calls under `jax.profiler`, reads the per-operation events of the trace (on CPU
+each compiled operation, fusions included, is one event) and attributes each to the
+source operation XLA recorded for it (`op_name` metadata of the optimised HLO, e.g.
+`.../dec_0/cross_attn/dot_general`). Prints the top lines: time per call, share.
+
+  python benchmarks/profile_step.py --what train --buckets 8,50        # Sports recipe, batch 256
+  python benchmarks/profile_step.py --what decode --beams 32,256
+
+Sports-recipe model (d 256, 4 heads, 1+4 layers, n_inner 1024) with random weights and
+random inputs: the costs depend on shapes only. Train: guided masking with 4 views,
+history bucket as given. Decode: confidence search, 2048 // beam users with 8 history
+items, a random 18k-item catalogue.
+"""
+
+import argparse
+import collections
+import glob
+import gzip
+import json
+import os
+import re
+import tempfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+N_DIGIT, CODEBOOK = 4, 256
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?metadata=\{[^}]*op_name=\"([^\"]+)\"")
+
+
+def op_names(hlo_text):
+  """HLO instruction name -> op_name of its source operation (shortened)."""
+  out = {}
+  for line in hlo_text.splitlines():
+    m = _INSTR.match(line)
+    if m:
+      name = re.sub(r"^jit\([^)]*\)/", "", m.group(2))
+      out.setdefault(m.group(1), re.sub(r"jvp\(|transpose\(|\)", "", name))
+  return out
+
+
+def profile(fn, args, n_calls, names):
+  """Runs fn(*args) n_calls times under the profiler -> [(us per call, share, op, source)]."""
+  jax.block_until_ready(fn(*args))
+  folder = tempfile.mkdtemp(prefix="profile_step_")
+  jax.profiler.start_trace(folder)
+  for _ in range(n_calls):
+    jax.block_until_ready(fn(*args))
+  jax.profiler.stop_trace()
+  trace = json.load(gzip.open(glob.glob(os.path.join(folder, "**", "*.trace.json.gz"),
+                                        recursive=True)[0]))
+  total = collections.Counter()
+  for e in trace["traceEvents"]:
+    if e.get("ph") == "X" and e["name"] in names:  # compiled operations only
+      total[e["name"]] += e["dur"]
+  all_us = sum(total.values())
+  return [(us / n_calls, us / all_us, op, names[op]) for op, us in total.most_common()], all_us / n_calls
+
+
+def grouped(rows, depth):
+  """Sums rows by the last `depth` path components of the source op (e.g. 'cross_attn/dot_general')."""
+  g = collections.Counter()
+  for us, _, _, src in rows:
+    parts = [p for p in src.split("/") if p and not p.startswith(("while", "body", "closed_call",
+                                                                   "checkpoint", "remat"))]
+    g["/".join(parts[-depth:])] += us
+  tot = sum(g.values())
+  return [(us, us / tot, k) for k, us in g.most_common()]
+
+
+def _model(dropout):
+  from diffgrm_jax.model import DiffGRM
+  return DiffGRM(n_digit=N_DIGIT, codebook_size=CODEBOOK, d_model=256, n_heads=4,
+                 n_enc_layers=1, n_dec_layers=4, n_inner=1024, dropout=dropout)
+
+
+def train_case(bucket, batch):
+  from ml_collections import config_dict  # noqa: F401
+  from diffgrm_jax import sharding as shard_lib
+  from diffgrm_jax import train_step as step_lib
+  import importlib.util
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                      "sports.py")
+  spec = importlib.util.spec_from_file_location("sports_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.train.batch_size = batch
+  from diffgrm_jax import model as model_lib
+  model = model_lib.from_config(config)
+  mesh = shard_lib.make_mesh(config)
+  tx, schedule = step_lib.make_optimizer(config, 10 ** 6)
+  state, shardings = step_lib.init_state(model, tx, config, mesh)
+  bs = shard_lib.batch_sharding(config, mesh)
+  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  rng = np.random.default_rng(0)
+  lens = rng.integers(1, bucket + 1, batch)
+  batch_np = {
+      "hist_sids": rng.integers(0, CODEBOOK, (batch, bucket, N_DIGIT)).astype(np.int32),
+      "hist_mask": np.arange(bucket)[None] < lens[:, None],
+      "target_sid": rng.integers(0, CODEBOOK, (batch, N_DIGIT)).astype(np.int32),
+      "target_item": np.ones(batch, np.int32), "weight": np.ones(batch, np.float32)}
+  b = step_lib.to_global({k: batch_np[k] for k in step_lib.DEVICE_KEYS}, bs)
+  hlo = step.lower(state, b).compile().as_text()
+  box = [state]
+
+  def run():  # the state is donated: thread it through
+    box[0], m = step(box[0], b)
+    return m
+  return run, (), hlo
+
+
+def decode_case(beam):
+  from flax.linen import meta
+  from diffgrm_jax import catalogue as catalogue_lib
+  from diffgrm_jax import decoding
+  import bench_decode
+  model = _model(0.0)
+  rng = np.random.default_rng(0)
+  cat = catalogue_lib.Catalogue.from_sids(bench_decode.random_sids(rng), CODEBOOK)
+  batch = max(8, 2048 // beam)
+  hist = jnp.asarray(rng.integers(0, CODEBOOK, (batch, 8, N_DIGIT)), jnp.int32)
+  mask = jnp.ones((batch, 8), bool)
+  variables = meta.unbox(jax.jit(model.init)(
+      jax.random.PRNGKey(0), hist[:1], mask[:1], jnp.zeros((1, 1, N_DIGIT), jnp.int32),
+      jnp.zeros((1, 1, N_DIGIT), bool)))
+  dec = decoding.make_decoder(model, cat, decoding.DecodeSettings("confidence", (beam,) * 4))
+  fn = jax.jit(dec.apply)
+  args = (variables, dec.tables, hist, mask)
+  return fn, args, fn.lower(*args).compile().as_text()
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  p.add_argument("--what", choices=("train", "decode"), default="train")
+  p.add_argument("--buckets", default="8,50", help="train: history lengths")
+  p.add_argument("--batch", type=int, default=256, help="train: rows per step")
+  p.add_argument("--beams", default="32,256", help="decode: beam widths")
+  p.add_argument("--calls", type=int, default=3, help="profiled calls per case")
+  p.add_argument("--top", type=int, default=12, help="lines printed per table")
+  a = p.parse_args()
+  cases = ([("train", int(x)) for x in a.buckets.split(",")] if a.what == "train"
+           else [("decode", int(x)) for x in a.beams.split(",")])
+  for what, x in cases:
+    fn, args, hlo = train_case(x, a.batch) if what == "train" else decode_case(x)
+    rows, per_call = profile(fn, args, a.calls, op_names(hlo))
+    title = (f"train step, batch {a.batch}, history bucket {x}" if what == "train"
+             else f"decode batch, confidence beam {x}, {max(8, 2048 // x)} users")
+    print(f"\n## {title}: {per_call / 1e3:.1f} ms of operations per call "
+          "(summed over threads)")
+    print("| ms/call | share | source op (last 3 path parts) |\n|---|---|---|")
+    for us, share, k in grouped(rows, 3)[:a.top]:
+      print(f"| {us / 1e3:.1f} | {share:.0%} | {k} |")
+    outside = [(us, share, k) for us, share, k in grouped(rows, 3) if "DiffGRM." not in k
+               and not any(m in k for m in ("_attn/", "mlp/", "dec_ln", "enc_ln"))]
+    print("| ms/call | share | outside the model (last 3 path parts) |\n|---|---|---|")
+    for us, share, k in outside[:a.top]:
+      print(f"| {us / 1e3:.1f} | {share:.1%} | {k} |")
+    print("| ms/call | share | HLO op | source op |\n|---|---|---|---|")
+    for us, share, op, src in rows[:a.top]:
+      print(f"| {us / 1e3:.1f} | {share:.0%} | {op} | {src[-90:]} |")
+
+
+if __name__ == "__main__":
+  main()

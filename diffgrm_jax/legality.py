@@ -1,0 +1,184 @@
+"""Legality of partial semantic IDs: which next (digit, code) pairs keep a catalogue item reachable.
+
+Shapes: N = n_digit, C = codebook_size, S = unique SIDs in the catalogue.
+
+A partial SID is a set of known digits with their codes. Its key (uint32) is
+`pattern << ((N-1)*bits) | known codes packed in digit order`, where `pattern` is the
+bitmask of known digits and `bits` the bits per code; it covers every partial with at
+most N-1 known digits (a complete SID uses `pack_full_key`).
+
+The structure is sparse (compressed rows): one sorted table of the keys of every partial
+that some catalogue item matches, and for each (key, still-masked digit d) the sorted
+list of codes of d that a matching item has, stored as offsets into one flat code array.
+Its size is linear in the catalogue: for N = 4 about 8 keys, 16 offsets and 33 codes per
+unique SID once the catalogue is large (~100 bytes per SID; 2M SIDs take ~0.2 GB),
+against a dense bitset of N*C bits per key (~1 KB per SID).
+
+A lookup (`legal_mask`) costs one `searchsorted` per partial, one gather of N offset
+pairs and one gather of N*C codes, which are then scattered into the [N, C] mask: the
+work per partial does not depend on the catalogue's size, only the binary search's depth.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_NO_KEY = np.uint32(0xFFFFFFFF)  # above every real key (pattern < 2^N - 1)
+
+
+def bits_per_code(codebook_size):
+  return max(1, int(np.ceil(np.log2(codebook_size))))
+
+
+def check_key_width(n_digit, codebook_size):
+  bits = bits_per_code(codebook_size)
+  if n_digit * bits > 32 or (n_digit - 1) * bits + n_digit > 32:
+    raise ValueError(f"n_digit={n_digit} with codebook_size={codebook_size} does not fit "
+                     "32-bit SID keys")
+  return bits
+
+
+def pack_partial_key(codes, known, bits, xp=np):
+  """Key of a partial SID with at most N-1 known digits.
+
+  codes: int [..., N]; known: bool [..., N] -> uint32 [...]. Unknown digits are ignored.
+  """
+  n = codes.shape[-1]
+  known_i = known.astype(xp.uint32)
+  pattern = (known_i << xp.arange(n, dtype=xp.uint32)).sum(-1, dtype=xp.uint32)
+  rank = xp.cumsum(known_i, axis=-1, dtype=xp.uint32) - known_i  # slot of each known digit
+  packed = xp.where(known, codes.astype(xp.uint32) << (rank * xp.uint32(bits)), xp.uint32(0))
+  packed = packed.sum(-1, dtype=xp.uint32)
+  return (pattern << xp.uint32((n - 1) * bits)) | packed
+
+
+def pack_full_key(codes, bits, xp=np):
+  """Key of a complete SID: codes int [..., N] -> uint32 [...] (N * bits <= 32)."""
+  n = codes.shape[-1]
+  shifts = xp.arange(n, dtype=xp.uint32) * xp.uint32(bits)
+  return (codes.astype(xp.uint32) << shifts).sum(-1, dtype=xp.uint32)
+
+
+class LegalityTables(NamedTuple):
+  """Device-side legality structure (a pytree, passed to the jitted decoder)."""
+  keys: jax.Array  # uint32 [K], sorted partial-SID keys
+  offsets: jax.Array  # int32 [K*N + 1]; codes of (key k, digit d): codes[off[k*N+d]:off[k*N+d+1]]
+  codes: jax.Array  # uint8 (uint16 / int32 for larger codebooks) [M], ascending within a row
+
+
+def _code_dtype(codebook_size):
+  return np.uint8 if codebook_size <= 256 else np.uint16 if codebook_size <= 65536 else np.int32
+
+
+def _sorted_unique(x):
+  # Sort-based: np.unique's hash path is several times slower on millions of int64.
+  x = np.sort(x)
+  return x[np.concatenate([[True], x[1:] != x[:-1]])] if len(x) else x
+
+
+def build(uniq, codebook_size):
+  """Sparse tables (numpy) of unique SIDs uniq: int [S, N] -> (keys, offsets, codes)."""
+  uniq = np.asarray(uniq, np.int64)
+  n, c = uniq.shape[1], int(codebook_size)
+  bits = check_key_width(n, c)
+  # Keys of pattern p form one contiguous block of the sorted table (the pattern is the
+  # high bits), so each pattern is uniqued alone and its blocks are concatenated in order.
+  key_blocks, entry_blocks, start = [], [], 0
+  for p in range(2 ** n - 1):
+    known = ((p >> np.arange(n)) & 1).astype(bool)
+    kp, inv = np.unique(pack_partial_key(uniq, np.broadcast_to(known, uniq.shape), bits),
+                        return_inverse=True)
+    row = (start + inv.reshape(-1).astype(np.int64)) * n
+    # One entry per distinct (key, masked digit, code): the flat index (key*N + d)*C + code.
+    entry_blocks.append(_sorted_unique(np.concatenate(
+        [(row + d) * c + uniq[:, d] for d in np.flatnonzero(~known)])))
+    key_blocks.append(kp)
+    start += len(kp)
+  keys = np.concatenate(key_blocks) if len(uniq) else np.zeros(0, np.uint32)
+  entries = np.concatenate(entry_blocks) if len(uniq) else np.zeros(0, np.int64)
+  if len(entries) >= 2 ** 31:
+    raise ValueError(f"catalogue too large for 32-bit legality offsets ({len(entries)} entries)")
+  counts = np.bincount(entries // c, minlength=len(keys) * n)
+  offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+  codes = (entries % c).astype(_code_dtype(c))
+  if not len(keys):  # empty catalogue: one key that matches nothing
+    keys, offsets = np.array([_NO_KEY], np.uint32), np.zeros(n + 1, np.int32)
+  if not len(codes):
+    codes = np.zeros(1, _code_dtype(c))
+  return keys.astype(np.uint32), offsets, codes
+
+
+def pad(keys, offsets, codes, n_digit, n_keys=None, n_codes=None):
+  """Pads the tables to fixed sizes (one compiled shape for many catalogues) with keys
+  that match no partial SID. `n_codes` defaults to 2 * N * n_keys."""
+  if n_keys is None:
+    return keys, offsets, codes
+  n_codes = 2 * n_digit * n_keys if n_codes is None else n_codes
+  if n_keys < len(keys) or n_codes < len(codes):
+    raise ValueError(f"legality tables need n_keys >= {len(keys)} and n_codes >= "
+                     f"{len(codes)}, got {n_keys} and {n_codes}")
+  offsets = np.pad(offsets, (0, n_keys * n_digit + 1 - len(offsets)), mode="edge")  # empty rows
+  keys = np.pad(keys, (0, n_keys - len(keys)), constant_values=_NO_KEY)
+  return keys, offsets, np.pad(codes, (0, n_codes - len(codes)))
+
+
+def legal_mask(tables, codes, known, n_digit, codebook_size):
+  """Legal next (digit, code) pairs of partial SIDs: codes/known [..., N] -> bool [..., N, C].
+
+  Known digits have no legal next code (all False). Partials with all N digits known
+  are outside the contract (their key format is that of N-1 known digits).
+  """
+  with jax.named_scope("legality"):  # names its operations in profiles
+    n, c = n_digit, codebook_size
+    bits = bits_per_code(c)
+    key = pack_partial_key(codes, known, bits, xp=jnp)
+    n_keys = tables.keys.shape[0]
+    idx = jnp.clip(jnp.searchsorted(tables.keys, key), 0, n_keys - 1)
+    found = tables.keys[idx] == key
+    row = idx[..., None] * n + jnp.arange(n)  # [..., N]
+    lo = tables.offsets[row]
+    count = jnp.where(found[..., None] & ~known, tables.offsets[row + 1] - lo, 0)
+    j = jnp.arange(c)
+    src = jnp.minimum(lo[..., None] + j, tables.codes.shape[0] - 1)  # [..., N, C]
+    code = jnp.where(j < count[..., None], tables.codes[src].astype(jnp.int32), c)
+    # Scatter the listed codes into a row of C + 1 (column C takes the unused slots).
+    flat = code.reshape(-1, c)
+    rows = jnp.arange(flat.shape[0])[:, None]
+    mask = jnp.zeros((flat.shape[0], c + 1), bool).at[rows, flat].set(True)
+    return mask[:, :c].reshape(*codes.shape[:-1], n, c)
+
+
+def build_dense(uniq, codebook_size):
+  """The dense alternative (reference and benchmark baseline): sorted keys [K] and a bitset
+  of N*C bits per key, bit d*C + c = (digit d, code c) legal: uint32 [K, ceil(N*C/32)]."""
+  uniq = np.asarray(uniq, np.int64)
+  n, c = uniq.shape[1], int(codebook_size)
+  bits = check_key_width(n, c)
+  key_parts, pos_parts = [], []
+  for pattern in range(2 ** n - 1):
+    known = ((pattern >> np.arange(n)) & 1).astype(bool)
+    keys_p = pack_partial_key(uniq, np.broadcast_to(known, uniq.shape), bits)
+    for d in np.flatnonzero(~known):
+      key_parts.append(keys_p)
+      pos_parts.append(d * c + uniq[:, d])
+  keys, inv = np.unique(np.concatenate(key_parts), return_inverse=True)
+  pos = np.concatenate(pos_parts)
+  bitsets = np.zeros((max(len(keys), 1), -(-n * c // 32)), np.uint32)
+  np.bitwise_or.at(bitsets, (inv, pos >> 5), np.uint32(1) << (pos & 31).astype(np.uint32))
+  if not len(keys):
+    keys = np.array([_NO_KEY], np.uint32)
+  return keys.astype(np.uint32), bitsets
+
+
+def dense_legal_mask(keys, bitsets, codes, known, n_digit, codebook_size):
+  """`legal_mask` on the dense tables of `build_dense`."""
+  key = pack_partial_key(codes, known, bits_per_code(codebook_size), xp=jnp)
+  idx = jnp.clip(jnp.searchsorted(keys, key), 0, keys.shape[0] - 1)
+  found = keys[idx] == key
+  pos = np.arange(n_digit * codebook_size)
+  word = jnp.take(bitsets[idx], jnp.asarray(pos >> 5), axis=-1)
+  bit = (word >> jnp.asarray((pos & 31).astype(np.uint32))) & jnp.uint32(1)
+  ok = (bit == 1).reshape(*codes.shape[:-1], n_digit, codebook_size)
+  return ok & found[..., None, None] & ~known[..., None]
