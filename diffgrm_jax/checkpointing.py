@@ -5,8 +5,10 @@ Layout:
   WORKDIR/best/<step>/{state,meta}          the best by validation score (one kept)
 
 `state` is the sharded TrainState; `meta` is JSON: epoch, data-iterator state,
-early-stopping state, validation history and a fingerprint of the model config, so a
-workdir cannot silently be resumed with a different model. Orbax writes each step to
+early-stopping state, validation history, a fingerprint of the model config and the hash
+of the SID table (`sid_hash`), so a workdir cannot silently be resumed, evaluated or served
+with a different model or SID table (checkpoints from before the SID hash carry none and
+are not checked for it). Orbax writes each step to
 a temporary folder and renames it when complete, so a kill during a save leaves the
 previous checkpoint restorable: a half-written step stays a
 `<step>.orbax-checkpoint-tmp-<time>` folder that `latest_step()` ignores and the next
@@ -76,9 +78,12 @@ class Checkpoints:
   `create=False` (evaluation) neither creates folders nor deletes unfinished saves.
   """
 
-  def __init__(self, workdir, fingerprint, create=True):
+  def __init__(self, workdir, fingerprint, create=True, sid_hash=None):
     self.workdir = workdir
     self.fingerprint = fingerprint
+    # The SID table's hash (data.sid_hash): saved with each checkpoint and checked on
+    # restore when both sides have one. May be set after construction (it needs the data).
+    self.sid_hash = sid_hash
     if not create and not paths.isdir(workdir):
       raise CheckpointError(f"workdir {paths.absolute(workdir)} does not exist; "
                             "pass the --workdir a training run wrote")
@@ -87,6 +92,8 @@ class Checkpoints:
 
   def _save(self, mgr, step, state, meta):
     meta = dict(meta, fingerprint=self.fingerprint)
+    if self.sid_hash:
+      meta["sid_hash"] = self.sid_hash
     mgr.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     mgr.wait_until_finished()
@@ -123,6 +130,10 @@ class Checkpoints:
           f"{what} checkpoint {where} was written with a different model config "
           f"(fingerprint {meta.get('fingerprint')} != {self.fingerprint}); "
           "use a fresh --workdir or the config it was trained with")
+    if self.sid_hash and meta.get("sid_hash") and meta["sid_hash"] != self.sid_hash:
+      raise CheckpointError(
+          f"{what} checkpoint {where} was trained with SID table {meta['sid_hash']}, but the "
+          f"SID table here is {self.sid_hash}; use the data (and sid config) it was trained with")
     return step, where, meta
 
   def _restore(self, mgr, abstract_state, what):
@@ -141,6 +152,11 @@ class Checkpoints:
     """Meta of the latest checkpoint (None if there is none), read before any heavy work so
     a workdir of another model fails fast."""
     found = self._meta(self.latest, "latest")
+    return None if found is None else found[2]
+
+  def check_best(self):
+    """Meta of the best checkpoint (None if there is none), checked as `check_latest`."""
+    found = self._meta(self.best, "best")
     return None if found is None else found[2]
 
   def best_step(self):

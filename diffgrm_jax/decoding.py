@@ -45,12 +45,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffgrm_jax import catalogue as catalogue_lib
+from diffgrm_jax import ranking
 from diffgrm_jax import release_search
 from diffgrm_jax.cli import ConfigError
 from diffgrm_jax.model import DiffGRM
 
 # 'release_confidence' is the released code's search (release_search.py), for comparisons.
 STRATEGIES = ("confidence", "left_to_right", "random", "release_confidence")
+ITEM_RANKINGS = ranking.ITEM_RANKINGS  # how decoded SIDs become ranked items
 
 
 def split_beam(decode, split, beam=None):
@@ -89,7 +91,10 @@ class DecodeSettings:
   """
   strategy: str
   widths: tuple  # beams kept after each fill step (one per digit)
-  top_k: int = 10  # SIDs returned per user
+  top_k: int = 10  # SIDs the SID-level metrics rank (the first top_k returned)
+  n_sids: int = 0  # SIDs returned per user, >= top_k (0: top_k); they feed the item ranking
+  item_ranking: str = "score"  # one of ITEM_RANKINGS: how decoded SIDs become ranked items
+  item_prior_alpha: float = 1.0  # smoothing of P(item | SID) for the 'score' ranking
   greedy_last: bool = False  # confidence: fill the last digit by argmax per beam
   order_seed: int = 42  # random: seed of the digit order
   renormalize: bool = False  # normalise each step over the legal codes only
@@ -101,15 +106,28 @@ class DecodeSettings:
     object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
     if not self.widths or min(self.widths) < 1 or self.top_k < 1:
       raise ValueError(f"beam widths and top_k must be >= 1, got {self.widths}, {self.top_k}")
+    object.__setattr__(self, "n_sids", max(int(self.n_sids), int(self.top_k)))
+    if self.item_ranking not in ITEM_RANKINGS:
+      raise ValueError(f"item ranking must be one of {ITEM_RANKINGS}, got {self.item_ranking!r}")
 
   @classmethod
   def from_config(cls, config, split, beam=None):
     """Settings for decoding `split` ('valid' or 'test'); `beam` overrides the split's beam."""
     b = config.decode
-    return cls(strategy=b.strategy, widths=split_widths(b, split, config.sid.n_digit, beam),
-               top_k=int(b.top_k), greedy_last=bool(b.greedy_last),
+    widths = split_widths(b, split, config.sid.n_digit, beam)
+    # SIDs returned: enough for the item ranking (`item_sids`, 0 = every final beam), at
+    # least top_k, at most the last beam width (no search keeps more).
+    n_sids = min(max(int(b.top_k), int(b.item_sids) or widths[-1]), max(widths[-1], int(b.top_k)))
+    return cls(strategy=b.strategy, widths=widths,
+               top_k=int(b.top_k), n_sids=n_sids, item_ranking=b.item_ranking,
+               item_prior_alpha=float(b.item_prior_alpha), greedy_last=bool(b.greedy_last),
                order_seed=int(b.order_seed), renormalize=bool(b.renormalize_legal),
                batch_size=int(b.batch_size))
+
+  def search(self):
+    """These settings with the item-ranking fields at their defaults: what the compiled
+    decoder depends on (its cache key)."""
+    return dataclasses.replace(self, item_ranking="score", item_prior_alpha=1.0)
 
   @property
   def order(self):
@@ -129,6 +147,12 @@ def check_config(config):
   if config.model.kind == "autoregressive" and b.strategy != "left_to_right":
     raise ConfigError(f"decode.strategy={b.strategy!r}: the autoregressive model decodes "
                       "left_to_right only")
+  if b.item_ranking not in ITEM_RANKINGS:
+    raise ConfigError(f"decode.item_ranking={b.item_ranking!r}: must be one of {ITEM_RANKINGS}")
+  if b.item_sids < 0:
+    raise ConfigError(f"decode.item_sids={b.item_sids}: must be >= 0 (0 = every final beam)")
+  if not b.item_prior_alpha > 0:
+    raise ConfigError(f"decode.item_prior_alpha={b.item_prior_alpha}: must be > 0")
   for name in ("valid_beam", "test_beam"):
     if b[name] < b.top_k:
       raise ConfigError(f"decode.{name}={b[name]} is smaller than decode.top_k={b.top_k}")
@@ -161,7 +185,8 @@ class Decoder:
 
   `apply(variables, tables, hist_sids, hist_mask)` is the same function with the legality
   tables passed explicitly (use it under your own `jax.jit` with shardings).
-  Returns pred_sids int32 [B, K, N], scores float32 [B, K] (best first), valid bool [B, K].
+  Returns pred_sids int32 [B, K, N], scores float32 [B, K] (best first), valid bool [B, K],
+  K = `settings.n_sids`.
   """
   model: DiffGRM
   catalogue: catalogue_lib.Catalogue
@@ -201,7 +226,7 @@ class Decoder:
       codes, scores = self._confidence(legal_log_probs, s0)
     else:
       codes, scores = self._fixed_order(legal_log_probs, s0)
-    scores, idx = _top_k_padded(scores, self.settings.top_k)
+    scores, idx = _top_k_padded(scores, self.settings.n_sids)
     pred = _gather_beams(codes, idx)
     valid = scores > -jnp.inf
     return jnp.where(valid[..., None], pred, 0).astype(jnp.int32), scores, valid
@@ -277,7 +302,8 @@ def make_decoder(model, catalogue, settings):
 
   hist_sids int32 [B, L, N], hist_mask bool [B, L] -> pred_sids int32 [B, K, N],
   scores float32 [B, K] (summed log-probabilities, best first), valid bool [B, K]
-  (False where fewer than K legal SIDs were found; those rows are zeros / -inf).
+  (False where fewer than K legal SIDs were found; those rows are zeros / -inf);
+  K = `settings.n_sids` (>= top_k; the first top_k are the SID-level ranking).
   `settings`: a `DecodeSettings`. Autoregressive models need left_to_right. The result
   is jit-compatible (and `Decoder.apply` takes the tables as an argument for jitting
   with explicit shardings).
@@ -286,5 +312,5 @@ def make_decoder(model, catalogue, settings):
     if model.kind != "diffgrm":
       raise ValueError("release_confidence decoding needs a diffgrm model")
     return release_search.ReleaseConfidenceDecoder(model, catalogue, settings.widths[0],
-                                                   settings.top_k)
+                                                   settings.n_sids)
   return Decoder(model, catalogue, settings)

@@ -227,8 +227,15 @@ def get_config():
   b.renormalize_legal = False
   # random: seed of the one digit order drawn for the run.
   b.order_seed = 42
-  # Recommendations returned per user (metrics use K = 5, 10).
+  # SIDs ranked per user at SID level (metrics use K = 5, 10).
   b.top_k = 10
+  # Item ranking across decoded SIDs: 'score' (log P(SID) + log P(item | SID)) or 'expand'
+  # (each SID's whole collision group in turn); the other is also reported as item_<name>/.
+  b.item_ranking = "score"
+  # Decoded SIDs whose items compete in the item ranking (0: every final beam; >= top_k).
+  b.item_sids = 0
+  # Additive smoothing of P(item | SID), estimated from training-target counts in the group.
+  b.item_prior_alpha = 1.0
   # Users per decoding batch.
   b.batch_size = 256
 

@@ -1,12 +1,15 @@
-"""Evaluate the best checkpoint of a workdir on the current devices.
+"""Evaluate the best (or latest) checkpoint of a workdir on the current devices.
 
-  python -m diffgrm_jax.eval --config=configs/demo.py --workdir=/tmp/demo [--split=test]
+  python -m diffgrm_jax.eval --workdir=/tmp/demo [--split=test] [--checkpoint=latest]
 
-Restores WORKDIR/best onto a mesh built from the config for the devices present now
-(their count may differ from training), decodes the split with its decode settings
-(`decode.test_beam` for test, `decode.valid_beam` for valid, or --beam), prints
-Recall@5/10 and NDCG@5/10 at SID and item level and writes WORKDIR/eval_<split>.json.
-The work is `experiment.evaluate_workdir`.
+Uses the workdir's own config.json and data/ (workdir.py); `--config=...` (with
+`--config.<field>` overrides, e.g. of decode) is optional and must agree with the trained
+model and SIDs; workdirs trained before config.json was written need it. Restores the
+checkpoint onto a mesh built for the devices present now (their count may differ from
+training), decodes the split with its decode settings (`decode.test_beam` for test,
+`decode.valid_beam` for valid, or --beam), prints Recall@5/10 and NDCG@5/10 at SID level
+and at item level under both item rankings (`item/` the configured one, `item_<other>/`
+the other) and writes WORKDIR/eval_<split>.json. The work is `experiment.evaluate_workdir`.
 """
 
 from absl import flags
@@ -21,13 +24,14 @@ from diffgrm_jax import reporting
 
 def define_flags():
   """The CLI's flags; defined only when run as a program."""
-  cli.define_config_flag("Config file the workdir was trained with; --config.<field>=... overrides.")
+  cli.define_config_flag("Optional: config file the workdir was trained with (needed only "
+                         "for workdirs without config.json); --config.<field>=... overrides.")
   flags.DEFINE_string("workdir", None, "Training workdir holding best/ (and checkpoints/).")
   flags.DEFINE_enum("split", "test", ["test", "valid"], "Which split to evaluate.")
   flags.DEFINE_integer("beam", None, "Beam width (default: decode.test_beam for test, "
                        "decode.valid_beam for valid).")
   flags.DEFINE_enum("checkpoint", "best", ["best", "latest"], "Which checkpoint to restore.")
-  flags.mark_flags_as_required(["config", "workdir"])
+  flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):

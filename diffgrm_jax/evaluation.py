@@ -3,6 +3,12 @@
 The same code runs on one CPU and on a multi-host mesh: with `batch_sharding`, each
 process feeds its local rows, the decoder runs on global arrays, and outputs are
 gathered so that every process computes the same metrics.
+
+SID level ranks the first `top_k` decoded SIDs. Item level ranks the items of all
+`n_sids` decoded SIDs with `ranking.rank_items` under the configured method
+(`DecodeSettings.item_ranking`, keys `item/...`); the same decode pass also ranks them
+with the other method (keys `item_<method>/...`), so one evaluation compares both.
+`decode_batches` and `rank_decoded` are shared with `recommend.Recommender`.
 """
 
 import functools
@@ -14,6 +20,7 @@ from tqdm import tqdm
 
 from diffgrm_jax import decoding
 from diffgrm_jax import metrics
+from diffgrm_jax import ranking
 
 
 @functools.lru_cache(maxsize=8)
@@ -25,52 +32,89 @@ def _jitted_decoder(model, catalogue, settings):
 def compiled_decoder(model, catalogue, settings, mesh=None):
   """Cached `(fn, tables)`: `fn(variables, tables, hist_sids, hist_mask)` is the jitted
   `decoding.Decoder.apply` (compiled once per input shape), `tables` its legality tables
-  (replicated over `mesh` when given). The cache key is (model, catalogue, settings):
-  `settings` (a frozen `decoding.DecodeSettings`) names every decoding choice."""
-  fn, tables = _jitted_decoder(model, catalogue, settings)
+  (replicated over `mesh` when given). The cache key is (model, catalogue, the search part
+  of `settings`): a frozen `decoding.DecodeSettings` names every decoding choice."""
+  fn, tables = _jitted_decoder(model, catalogue, settings.search())
   if mesh is not None:
     tables = jax.device_put(tables, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   return fn, tables
 
 
-def evaluate(variables, model, catalogue, batches, settings, *, mesh=None, batch_sharding=None,
-             progress=True):
+def decode_batches(variables, model, catalogue, batches, settings, *, mesh=None,
+                   batch_sharding=None, keys=("target_sid", "target_item", "weight", "user")):
+  """Yields `(rows, pred, scores, valid)` per batch: `rows` the batch's `keys` (gathered over
+  processes), pred int32 [b, n_sids, N], scores [b, n_sids], valid bool [b, n_sids] (numpy)."""
+  fn, tables = compiled_decoder(model, catalogue, settings, mesh)
+  for batch in batches:
+    hist, mask = np.asarray(batch["hist_sids"], np.int32), np.asarray(batch["hist_mask"], bool)
+    if batch_sharding is not None:
+      hist = jax.make_array_from_process_local_data(batch_sharding, hist)
+      mask = jax.make_array_from_process_local_data(batch_sharding, mask)
+    pred, scores, valid = fn(variables, tables, hist, mask)
+    local = {k: np.asarray(batch[k]) for k in keys if k in batch}
+    if batch_sharding is not None:
+      pred, scores, valid = multihost_utils.process_allgather((pred, scores, valid), tiled=True)
+      local = multihost_utils.process_allgather(local, tiled=True)
+    yield local, np.asarray(pred), np.asarray(scores), np.asarray(valid)
+
+
+def rank_decoded(catalogue, pred, scores, valid, log_prior, k, method):
+  """Ranked items (int32 [b, k], 0 = none) and their scores from decoded SIDs
+  (`ranking.rank_items` over every returned SID)."""
+  if method == "expand":
+    # Every decoded SID is a catalogue SID (legality) with >= 1 item, so the first k items
+    # come from the first k SIDs: sorting the rest would change nothing.
+    pred, scores, valid = pred[:, :k], scores[:, :k], valid[:, :k]
+  groups = np.where(valid, catalogue.sid_group(pred), -1)
+  return ranking.rank_items(catalogue, groups, scores, log_prior, k, method)
+
+
+def evaluate(variables, model, catalogue, batches, settings, *, log_prior=None, mesh=None,
+             batch_sharding=None, progress=True, keep_items=False):
   """Decodes `batches` with `settings` (a `decoding.DecodeSettings`) and returns metrics as
   Python floats.
 
   batches: iterable of numpy dicts with 'hist_sids' [b, Lb, N] int32, 'hist_mask'
   [b, Lb] bool, 'target_sid' [b, N], 'target_item' [b], 'weight' [b] (0 = padding row)
   and 'user' [b] (-1 = padding); with `batch_sharding` these are this process's rows.
-  Returns {'sid/recall@5', 'sid/ndcg@5', 'sid/recall@10', 'sid/ndcg@10', 'item/...',
-  'n_users'}. `progress` shows a tqdm bar (process 0 only).
+  log_prior: `ranking.item_log_prior` of the catalogue (default: uniform within groups,
+  i.e. all training counts 0). Returns {'sid/recall@5', 'sid/ndcg@5', 'sid/recall@10',
+  'sid/ndcg@10', 'item/...', 'item_<other ranking>/...', 'n_users'}; with `keep_items`
+  also 'ranked_items': {user index: list of the top-K item ids under the configured
+  ranking}. `progress` shows a tqdm bar (process 0 only).
   """
   if settings.top_k < max(metrics.KS):
     raise ValueError(f"decode top_k={settings.top_k} is smaller than the metrics' "
                      f"K={max(metrics.KS)}")
-  fn, tables = compiled_decoder(model, catalogue, settings, mesh)
-  sid_r, item_r, weights = [], [], []
+  if log_prior is None:
+    log_prior = ranking.item_log_prior(catalogue, np.zeros(len(catalogue.item_group)),
+                                       settings.item_prior_alpha)
+  kmax = max(metrics.KS)
+  methods = (settings.item_ranking,) + tuple(m for m in ranking.ITEM_RANKINGS
+                                             if m != settings.item_ranking)
+  sid_r, weights, kept = [], [], {}
+  item_r = {m: [] for m in methods}
   bar = tqdm(batches, desc=f"decode {settings.describe()}", unit="batch",
              disable=not progress or jax.process_index() != 0, leave=False)
-  for batch in bar:
-    hist, mask = np.asarray(batch["hist_sids"], np.int32), np.asarray(batch["hist_mask"], bool)
-    if batch_sharding is not None:
-      hist = jax.make_array_from_process_local_data(batch_sharding, hist)
-      mask = jax.make_array_from_process_local_data(batch_sharding, mask)
-    pred, _, valid = fn(variables, tables, hist, mask)
-    local = {k: np.asarray(batch[k]) for k in ("target_sid", "target_item", "weight")}
-    if batch_sharding is not None:
-      pred, valid = multihost_utils.process_allgather((pred, valid), tiled=True)
-      local = multihost_utils.process_allgather(local, tiled=True)
-    pred, valid = np.asarray(pred), np.asarray(valid)
-    sid_r.append(metrics.sid_ranks(pred, valid, local["target_sid"]))
-    groups = np.where(valid, catalogue.sid_group(pred), -1)
-    item_r.append(metrics.item_ranks(groups, np.diff(catalogue.group_offsets),
-                                     local["target_item"], catalogue.item_group,
-                                     catalogue.item_rank_in_group))
+  for local, pred, scores, valid in decode_batches(variables, model, catalogue, bar, settings,
+                                                   mesh=mesh, batch_sharding=batch_sharding):
+    k = settings.top_k  # SID level: exactly the first top_k SIDs
+    sid_r.append(metrics.sid_ranks(pred[:, :k], valid[:, :k], local["target_sid"]))
+    for m in methods:
+      items, _ = rank_decoded(catalogue, pred, scores, valid, log_prior, kmax, m)
+      item_r[m].append(ranking.item_hit_ranks(items, local["target_item"], metrics.MISS))
+      if keep_items and m == settings.item_ranking:
+        for u, w, row in zip(local["user"], local["weight"], items):
+          if w > 0:
+            kept[int(u)] = [int(i) for i in row if i > 0]
     weights.append((local["weight"] > 0).astype(np.float64))  # 0 = padding row
   weights = np.concatenate(weights) if weights else np.zeros(0)
   out = {"n_users": float((weights > 0).sum())}
-  for level, ranks in (("sid", sid_r), ("item", item_r)):
+  levels = [("sid", sid_r), ("item", item_r[methods[0]])]
+  levels += [(f"item_{m}", item_r[m]) for m in methods[1:]]
+  for level, ranks in levels:
     ranks = np.concatenate(ranks) if ranks else np.zeros(0, np.int64)
     out.update({f"{level}/{k}": v for k, v in metrics.recall_ndcg(ranks, metrics.KS, weights).items()})
+  if keep_items:
+    out["ranked_items"] = kept
   return out

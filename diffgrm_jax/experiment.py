@@ -5,7 +5,8 @@
   exp.evaluate(params, "valid")       # decodes a split with DecodeSettings.from_config
 
 `evaluate_workdir` restores a workdir's best (or latest) checkpoint onto the devices present
-now and evaluates it: what `python -m diffgrm_jax.eval` runs. See docs/design.md.
+now and evaluates it: what `python -m diffgrm_jax.eval` runs. `from_workdir` builds the
+experiment from a workdir's own config and data (workdir.py). See docs/design.md.
 """
 
 import functools
@@ -21,8 +22,10 @@ from diffgrm_jax import evaluation
 from diffgrm_jax import metrics as metrics_lib
 from diffgrm_jax import model as model_lib
 from diffgrm_jax import paths
+from diffgrm_jax import ranking
 from diffgrm_jax import sharding as shard_lib
 from diffgrm_jax import train_step as step_lib
+from diffgrm_jax import workdir as workdir_lib
 
 
 class Experiment:
@@ -58,8 +61,21 @@ class Experiment:
         self.data.sids, self.config.sid.codebook_size,
         item_popularity=self.data.item_train_counts)
 
+  @functools.cached_property
+  def sid_hash(self):
+    return data_lib.sid_hash(self.data.sids)
+
+  def item_log_prior(self, alpha):
+    """log P(item | SID) over the catalogue from training counts (`ranking.item_log_prior`)."""
+    key = float(alpha)
+    cache = self.__dict__.setdefault("_log_priors", {})
+    if key not in cache:
+      cache[key] = ranking.item_log_prior(self.catalogue, self.data.item_train_counts, key)
+    return cache[key]
+
   def checkpoints(self, workdir, create=True):
-    """The workdir's checkpoint managers, tied to this config's model fingerprint."""
+    """The workdir's checkpoint managers, tied to this config's model fingerprint (and to
+    the SID table once the data is prepared: `ckpt.sid_hash = exp.sid_hash`)."""
     return checkpointing.Checkpoints(workdir, checkpointing.model_fingerprint(self.config),
                                      create=create)
 
@@ -73,14 +89,17 @@ class Experiment:
   def decode_settings(self, split, beam=None):
     return decoding.DecodeSettings.from_config(self.config, split, beam)
 
-  def evaluate(self, params, split, settings=None, progress=True):
-    """Metrics of `params` on `split`, decoded with `settings` (default: the split's)."""
+  def evaluate(self, params, split, settings=None, progress=True, keep_items=False):
+    """Metrics of `params` on `split`, decoded with `settings` (default: the split's);
+    `keep_items` adds the ranked item lists (`evaluation.evaluate`)."""
     settings = settings or self.decode_settings(split)
     batches = data_lib.eval_batches(self.data, split, batch_size=settings.batch_size,
                                     buckets=tuple(self.config.data.length_buckets))
     return evaluation.evaluate(
-        {"params": params}, self.model, self.catalogue, batches, settings, mesh=self.mesh,
-        batch_sharding=self.batch_sharding, progress=progress and jax.process_index() == 0)
+        {"params": params}, self.model, self.catalogue, batches, settings,
+        log_prior=self.item_log_prior(settings.item_prior_alpha), mesh=self.mesh,
+        batch_sharding=self.batch_sharding, progress=progress and jax.process_index() == 0,
+        keep_items=keep_items)
 
   def popularity(self, split):
     s = getattr(self.data, split)
@@ -97,19 +116,33 @@ def restore(exp, workdir, which="best"):
   try:
     mgr = ckpt.best if which == "best" else ckpt.latest
     if mgr.latest_step() is None:
+      hint = ("; no validation ran, try --checkpoint=latest"
+              if which == "best" and ckpt.latest.latest_step() is not None else
+              f"; train first (python -m diffgrm_jax.train --config=... --workdir={workdir})")
       raise checkpointing.CheckpointError(
-          f"no {which} checkpoint in {paths.absolute(workdir)}; train first "
-          f"(python -m diffgrm_jax.train --config=... --workdir={workdir})")
+          f"no {which} checkpoint in {paths.absolute(workdir)}{hint}")
+    # The model fingerprint first (before any data preparation), then the SID table.
+    ckpt.check_best() if which == "best" else ckpt.check_latest()
+    ckpt.sid_hash = exp.sid_hash
     abstract, _ = exp.abstract_state()
     return ckpt.restore_best(abstract) if which == "best" else ckpt.restore_latest(abstract)
   finally:
     ckpt.close()
 
 
+def from_workdir(workdir, config=None, devices=None):
+  """The experiment of a workdir: its config.json and data/ (`config`, when given, must agree
+  on the model and SID fields); a workdir from before those files needs `config`, and its
+  data is prepared from it."""
+  config = workdir_lib.load_config(workdir, config)
+  return Experiment(config, data=workdir_lib.load_data(workdir, config), devices=devices)
+
+
 def evaluate_workdir(config, workdir, split="test", beam=None, which="best", progress=True):
   """Restores a checkpoint of `workdir` and returns its metrics on `split` (with `beam`
-  instead of the split's beam when given)."""
-  exp = Experiment(config)
+  instead of the split's beam when given). `config` may be None (the workdir's own)."""
+  exp = from_workdir(workdir, config)
+  config = exp.config
   state, meta = restore(exp, workdir, which)
   settings = exp.decode_settings(split, beam)
   result = exp.evaluate(state.params, split, settings, progress=progress)

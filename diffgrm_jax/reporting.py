@@ -3,7 +3,7 @@
 METRIC_COLUMNS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 
 
-def format_table(rows, levels=("sid", "item")):
+def format_table(rows, levels=("sid", "item", "item_score", "item_expand")):
   """rows: {name: {'sid/recall@5': ..., 'item/ndcg@10': ...}} -> aligned text table."""
   header = ["", "level"] + [c.replace("recall", "R").replace("ndcg", "N") for c in METRIC_COLUMNS]
   lines = [header]

@@ -38,6 +38,7 @@ from diffgrm_jax import paths
 from diffgrm_jax import reporting
 from diffgrm_jax import tb_writer
 from diffgrm_jax import train_step as step_lib
+from diffgrm_jax import workdir as workdir_lib
 
 
 class TrainingError(RuntimeError):
@@ -167,6 +168,9 @@ def _start(exp, ckpt, workdir, score_fn, loader):
   # The schedule spans the whole run, so max_steps does not change the learning rates.
   tx, schedule = step_lib.make_optimizer(c, c.train.epochs * steps_per_epoch)
   abstract, shardings = exp.abstract_state(tx)
+  ckpt.sid_hash = exp.sid_hash  # checkpoints record (and a resume checks) the SID table
+  if is_main:  # config.json and data/: what eval and recommend need besides checkpoints
+    workdir_lib.save(workdir, c, exp.data)
 
   restored = ckpt.restore_latest(abstract)
   if restored is not None:

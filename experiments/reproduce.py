@@ -35,8 +35,9 @@ flags.DEFINE_bool("popularity", False, "Record the popularity baseline instead o
 flags.DEFINE_string("results_dir", os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                     "Folder of the <dataset>.jsonl files.")
 flags.DEFINE_string("label", "", "Free-text label stored with the row (e.g. 'cpu budget').")
-flags.DEFINE_string("export_prepared", None, "Write the prepared data (splits + SIDs) to this "
-                    ".pkl.gz and exit: prepare on one host, train on another.")
+flags.DEFINE_string("export_prepared", None, "Write the prepared data (sequences, SIDs, ids; "
+                    "plain .npy/.json files) to this folder and exit: prepare on one host, "
+                    "train on another.")
 flags.DEFINE_string("prepared", None, "Train on a file written by --export_prepared instead of "
                     "preparing (no raw data or faiss needed).")
 FLAGS = flags.FLAGS
@@ -81,11 +82,11 @@ def main(argv):
   config = _CONFIG.value
   t0 = time.time()
   if FLAGS.prepared:
-    data = data_lib.load_prepared(FLAGS.prepared)
+    data = data_lib.load_prepared(FLAGS.prepared, config.data.max_history_len)
   else:
     data = data_lib.prepare_data(config)
   if FLAGS.export_prepared:
-    data_lib.save_prepared(data, FLAGS.export_prepared)
+    data_lib.save_prepared(data, FLAGS.export_prepared, config.data.max_history_len)
     print(f"wrote {FLAGS.export_prepared}")
     return
   if FLAGS.popularity:

@@ -5,7 +5,7 @@
 #   bash experiments/sports_single_gpu.sh PREPARED OUT [TRAIN_SECONDS] [extra --config flags...]
 #
 # PREPARED: data + SIDs written here by
-#   python experiments/reproduce.py --config=configs/sports.py --export_prepared=FILE
+#   python experiments/reproduce.py --config=configs/sports.py --export_prepared=DIR
 # OUT: folder for the two logs, the two summaries and the results rows (one JSON line
 # each, as experiments/reproduce.py appends them). TRAIN_SECONDS (default 0: no limit) is
 # train.time_limit_s for both runs: a run that reaches it stops training and still tests its

@@ -1,7 +1,7 @@
 """How well a trained model fits held-out targets, apart from the beam search; prints a table.
 
   python experiments/target_nll.py --config=configs/sports.py:cpu --workdir=runs/sports_cpu \
-      [--checkpoint=latest] [--split=valid] [--prepared=FILE]
+      [--checkpoint=latest] [--split=valid] [--prepared=DIR]
 
 For every user of the split it scores the true next SID:
   l2r      negative log-likelihood along digits 0, 1, .., N-1 (per step and in total). For the
@@ -33,7 +33,7 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Config the workdir wa
 flags.DEFINE_string("workdir", None, "Training workdir.")
 flags.DEFINE_enum("checkpoint", "latest", ["latest", "best"], "Which checkpoint to score.")
 flags.DEFINE_enum("split", "valid", ["valid", "test"], "Which split's targets to score.")
-flags.DEFINE_string("prepared", None, "Prepared data from reproduce.py --export_prepared.")
+flags.DEFINE_string("prepared", None, "Prepared-data folder from reproduce.py --export_prepared.")
 flags.DEFINE_integer("batch_size", 512, "Users per batch.")
 FLAGS = flags.FLAGS
 
@@ -41,7 +41,8 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   config = _CONFIG.value
-  data = data_lib.load_prepared(FLAGS.prepared) if FLAGS.prepared else None
+  data = (data_lib.load_prepared(FLAGS.prepared, config.data.max_history_len)
+          if FLAGS.prepared else None)
   exp = experiment.Experiment(config, data)
   state, meta = experiment.restore(exp, FLAGS.workdir, FLAGS.checkpoint)
   kind = config.model.kind

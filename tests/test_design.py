@@ -8,7 +8,7 @@ import re
 from conftest import ROOT
 
 PKG = os.path.join(ROOT, "diffgrm_jax")
-COMMANDS = {"train", "eval", "prepare"}
+COMMANDS = {"train", "eval", "prepare", "recommend", "plot"}
 
 
 def package_imports():

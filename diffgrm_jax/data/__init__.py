@@ -4,6 +4,7 @@ from diffgrm_jax.data.dataset import PreparedData
 from diffgrm_jax.data.dataset import load_prepared
 from diffgrm_jax.data.dataset import prepare_data
 from diffgrm_jax.data.dataset import save_prepared
+from diffgrm_jax.data.dataset import sid_hash
 from diffgrm_jax.data.errors import DataError
 from diffgrm_jax.data.pipeline import eval_batches
 from diffgrm_jax.data.pipeline import train_loader

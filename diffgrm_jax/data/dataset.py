@@ -1,18 +1,33 @@
-"""prepare_data: sources -> protocol -> embeddings -> SIDs, cached; the `PreparedData` record."""
+"""prepare_data: sources -> protocol -> embeddings -> SIDs, cached; the `PreparedData` record.
+
+`save_prepared` / `load_prepared` move prepared data as a folder of plain files (no pickle:
+a folder may come from someone else), the format training also writes to WORKDIR/data:
+
+  meta.json               name, sizes, max_history_len, stats, cache key, sid_hash
+  sids.npy                int32 [n_items+1, n_digit] SID table (row 0 = padding)
+  item_train_counts.npy   int64 [n_items+1] times each item is a training target
+  sequences.npz           flat int32 item ids + int64 offsets: user u's chronological items
+  items.json              {"ids": raw id of item i at [i-1], "text": its title or text}
+  users.json              {"ids": raw id of user u at [u]}
+
+Loading rebuilds the splits from the sequences with the protocol functions.
+"""
 
 import dataclasses
-import gzip
+import hashlib
+import io
 import logging
 import os
-import pickle
 
 import numpy as np
 
+from diffgrm_jax import paths
 from diffgrm_jax.data import cache
 from diffgrm_jax.data import embeddings
 from diffgrm_jax.data import protocol
 from diffgrm_jax.data import sids as sids_lib
 from diffgrm_jax.data import sources
+from diffgrm_jax.data import text as text_lib
 from diffgrm_jax.data.errors import DataError
 from diffgrm_jax.data.protocol import Split
 
@@ -32,9 +47,40 @@ class PreparedData:
   item_train_counts: np.ndarray  # int64 [n_items+1]: times each item is a training target
   stats: dict                    # data + SID statistics (JSON-serialisable)
   cache_key: str
-  # {'users': raw id of user index u, 'items': raw id of item i at [i-1]} when the source
-  # has raw ids (interactions), else None.
+  # {'users': raw id of user index u, 'items': raw id of item i at [i-1]} (strings; the
+  # numbers themselves where the source has no raw ids).
   ids: dict | None = None
+  sequences: list | None = None  # user u's chronological item ids (int32 arrays)
+  item_text: list | None = None  # display text of item i at [i-1]: title, else its text
+
+
+def sid_hash(sids) -> str:
+  """16 hex chars identifying a SID table (shape and values): checkpoints record it."""
+  a = np.ascontiguousarray(np.asarray(sids), dtype=np.int32)
+  return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]
+
+
+def display_text(meta) -> str:
+  """An item's text for people: its title when present, else the text embedded."""
+  if not meta:
+    return ""
+  return text_lib.clean_text(meta.get("title") or "") or text_lib.item_text(meta)
+
+
+def _item_info(config, folder, key, raw, n_users, n_items):
+  """Raw user / item ids and item display text, cached beside the sequences."""
+  path = os.path.join(folder, f"items-{key}.json")
+  info = cache.load_json(path)
+  if info is None:
+    raw = raw or sources.load(config)  # caches from before this file: read the source once
+    meta = raw.item_meta or [None] * n_items
+    info = {"users": [str(u) for u in raw.user_ids] if raw.user_ids else
+                     [str(u) for u in range(n_users)],
+            "items": [str(i) for i in raw.item_ids] if raw.item_ids else
+                     [str(i) for i in range(1, n_items + 1)],
+            "text": [display_text(m) for m in meta]}
+    cache.save_json(path, info)
+  return info
 
 
 def _data_settings(config):
@@ -124,6 +170,7 @@ def prepare_data(config, *, verbose: bool = True) -> PreparedData:
     cache.save_npz(sid_path, sids=table)
     cache.save_json(sid_path[:-4] + ".json", info)
 
+  names = _item_info(config, folder, seq_key, raw, len(sequences), n_items)
   stats = {
       "name": d.name, "source": d.source, "users": len(sequences), "items": n_items,
       "interactions": int(sum(len(q) for q in sequences)), "training_rows": len(train),
@@ -136,7 +183,8 @@ def prepare_data(config, *, verbose: bool = True) -> PreparedData:
       name=d.name, n_users=len(sequences), n_items=n_items, n_digit=int(s.n_digit),
       codebook_size=int(s.codebook_size), sids=table, train=train, valid=valid, test=test,
       item_train_counts=np.bincount(train.target, minlength=n_items + 1).astype(np.int64),
-      stats=stats, cache_key=sid_key, ids=meta["ids"])
+      stats=stats, cache_key=sid_key, ids={"users": names["users"], "items": names["items"]},
+      sequences=sequences, item_text=names["text"])
   if verbose:
     print(format_stats(stats))
   return data
@@ -164,13 +212,73 @@ def format_stats(stats: dict) -> str:
   return "\n".join(lines)
 
 
-def save_prepared(data: PreparedData, path: str):
-  """Writes prepared data (splits + SIDs) to a .pkl.gz: prepare on one host, train on another."""
-  with gzip.open(path, "wb") as f:
-    pickle.dump(data, f)
+def save_prepared(data: PreparedData, path: str, max_history_len: int | None = None):
+  """Writes prepared data as a folder of plain files (module docstring): prepare on one
+  host, train on another; training writes the same to WORKDIR/data. Local or remote paths
+  (diffgrm_jax.paths)."""
+  if data.sequences is None or data.ids is None:
+    raise DataError("prepared data without sequences or raw ids cannot be saved; "
+                    "prepare it with this version")
+
+  def npy(name, array):
+    buf = io.BytesIO()
+    np.save(buf, array)
+    with paths.open(paths.join(path, name), "wb") as f:
+      f.write(buf.getvalue())
+
+  lengths = np.array([len(q) for q in data.sequences], np.int64)
+  npy("sids.npy", np.asarray(data.sids, np.int32))
+  npy("item_train_counts.npy", np.asarray(data.item_train_counts, np.int64))
+  buf = io.BytesIO()
+  np.savez(buf, flat=np.concatenate(data.sequences).astype(np.int32),
+           offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+  with paths.open(paths.join(path, "sequences.npz"), "wb") as f:
+    f.write(buf.getvalue())
+  paths.write_json(paths.join(path, "items.json"),
+                   {"ids": list(data.ids["items"]), "text": list(data.item_text or [])})
+  paths.write_json(paths.join(path, "users.json"), {"ids": list(data.ids["users"])})
+  hist_len = max_history_len or int(data.test.hist.shape[1])
+  paths.write_json(paths.join(path, "meta.json"), {  # last: a folder with it is complete
+      "format": 1, "name": data.name, "n_users": data.n_users, "n_items": data.n_items,
+      "n_digit": data.n_digit, "codebook_size": data.codebook_size,
+      "max_history_len": hist_len, "stats": data.stats, "cache_key": data.cache_key,
+      "sid_hash": sid_hash(data.sids)})
 
 
-def load_prepared(path: str) -> PreparedData:
-  """Reads a file written by `save_prepared` (a trusted pickle: only load your own files)."""
-  with gzip.open(path, "rb") as f:
-    return pickle.load(f)
+def load_prepared(path: str, max_history_len: int | None = None) -> PreparedData:
+  """Reads a folder written by `save_prepared` (no pickle), rebuilding the splits from the
+  sequences with `max_history_len` (default: the one it was saved with)."""
+  meta_path = paths.join(path, "meta.json")
+  if not paths.exists(meta_path):
+    raise DataError(f"{path}: not a prepared-data folder (no meta.json); write one with "
+                    "save_prepared (--export_prepared) or train into a workdir")
+
+  def npy(name):
+    with paths.open(paths.join(path, name), "rb") as f:
+      z = np.load(io.BytesIO(f.read()), allow_pickle=False)
+      return {k: z[k] for k in z.files} if isinstance(z, np.lib.npyio.NpzFile) else z
+
+  try:
+    meta = paths.read_json(meta_path)
+    sids = npy("sids.npy").astype(np.int32)
+    counts = npy("item_train_counts.npy").astype(np.int64)
+    seq = npy("sequences.npz")
+    items, users = paths.read_json(paths.join(path, "items.json")), paths.read_json(
+        paths.join(path, "users.json"))
+  except (OSError, ValueError, KeyError) as e:
+    raise DataError(f"{path}: unreadable prepared data ({type(e).__name__}: {e})") from None
+  flat, offsets = seq["flat"], seq["offsets"]
+  sequences = [flat[offsets[u]:offsets[u + 1]] for u in range(len(offsets) - 1)]
+  n_items = int(meta["n_items"])
+  if sids.shape != (n_items + 1, int(meta["n_digit"])) or len(sequences) != meta["n_users"] \
+      or len(items["ids"]) != n_items or len(users["ids"]) != len(sequences):
+    raise DataError(f"{path}: files disagree with meta.json ({n_items} items, "
+                    f"{meta['n_users']} users, SID table {sids.shape})")
+  train, valid, test = protocol.split_sequences(
+      sequences, int(max_history_len or meta["max_history_len"]))
+  return PreparedData(
+      name=meta["name"], n_users=int(meta["n_users"]), n_items=n_items,
+      n_digit=int(meta["n_digit"]), codebook_size=int(meta["codebook_size"]), sids=sids,
+      train=train, valid=valid, test=test, item_train_counts=counts, stats=meta["stats"],
+      cache_key=meta["cache_key"], ids={"users": users["ids"], "items": items["ids"]},
+      sequences=sequences, item_text=items["text"] or None)

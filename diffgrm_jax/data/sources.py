@@ -141,7 +141,7 @@ def load_shared(folder: str, name: str) -> RawDataset:
   text_path = os.path.join(folder, "derived", "item_text.jsonl")
   meta = _read_item_text(text_path) if os.path.isfile(text_path) else None
   n_known = len(meta) if meta is not None else None
-  sequences = []
+  sequences, users = [], []
   with open(seq_path) as f:
     for lineno, line in enumerate(f, 1):
       if not line.strip():
@@ -159,6 +159,7 @@ def load_shared(folder: str, name: str) -> RawDataset:
         limit = f"1..{n_known} (items in {text_path})" if n_known else ">= 1"
         raise DataError(f"{seq_path}:{lineno}: item id {bad[0]} out of range {limit}.")
       sequences.append(items.astype(np.int32))
+      users.append(fields[0])
   if not sequences:
     raise DataError(f"{seq_path}: no users.")
   n_items = n_known or int(max(s.max() for s in sequences))
@@ -166,8 +167,12 @@ def load_shared(folder: str, name: str) -> RawDataset:
   emb_files = tuple(sorted(os.path.join(derived, f) for f in os.listdir(derived)
                            if f.startswith("item_emb_") and f.endswith(".npy"))
                     ) if os.path.isdir(derived) else ()
+  # Raw ids: the line's user field; an item's asin in item_text.jsonl, else its number.
+  item_ids = [str((meta[i].get("asin") if meta and i < len(meta) else None) or i + 1)
+              for i in range(n_items)]
   return RawDataset(name=name, sequences=sequences, n_items=n_items, item_meta=meta,
-                    embedding_files=emb_files, origin=seq_path, lines=True)
+                    embedding_files=emb_files, origin=seq_path, lines=True,
+                    user_ids=users, item_ids=item_ids)
 
 
 def _read_item_text(path: str) -> list[dict]:
@@ -182,7 +187,7 @@ def _read_item_text(path: str) -> list[dict]:
         raise DataError(f"{path}:{lineno}: malformed line ({e}).") from None
       if item_id != lineno:
         raise DataError(f"{path}:{lineno}: item_id {item_id} out of order (expected {lineno}).")
-      meta = {k: rec.get(k) for k in ("title", "price", "brand", "description")}
+      meta = {k: rec.get(k) for k in ("title", "price", "brand", "description", "asin")}
       # Sports has no titles: its keyword text (IDGenRec) stands in for the title.
       meta["title"] = meta["title"] or rec.get("idgenrec_textual_id")
       meta["categories"] = [rec.get("categories") or []]
