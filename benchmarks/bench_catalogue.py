@@ -7,13 +7,14 @@ the dense bitset they replaced wherever the dense one stays under --dense_max_gb
 the two alternate in rounds in one process, and their masks are checked equal.
 
   python benchmarks/bench_catalogue.py                       # 20k, 200k, 2M items
-  python benchmarks/bench_catalogue.py --sizes 20000 --rounds 1
+  python benchmarks/bench_catalogue.py --sizes=20000 --rounds=1
 """
 
-import argparse
 import time
 from typing import NamedTuple
 
+from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +24,17 @@ from diffgrm_jax import catalogue as catalogue_lib
 from diffgrm_jax import decoding
 from diffgrm_jax import legality
 from diffgrm_jax.model import DiffGRM
+from synthetic import synthetic_sids  # benchmarks/synthetic.py
+
+flags.DEFINE_string("sizes", "20000,200000,2000000", "Comma-separated catalogue sizes (items).")
+flags.DEFINE_integer("users", 256, "Users decoded per round.")
+flags.DEFINE_integer("batch", 64, "Users per decode batch.")
+flags.DEFINE_integer("beam", 32, "Confidence beam width.")
+flags.DEFINE_integer("history", 8, "History length of every user.")
+flags.DEFINE_integer("rounds", 2, "Timed rounds per structure (interleaved).")
+flags.DEFINE_float("dense_max_gb", 1.0,
+                   "Build the dense baseline only when its estimated size is below this.")
+FLAGS = flags.FLAGS
 
 N_DIGIT, CODEBOOK = 4, 256
 
@@ -30,15 +42,6 @@ N_DIGIT, CODEBOOK = 4, 256
 class DenseTables(NamedTuple):
   keys: jax.Array
   bitsets: jax.Array
-
-
-def synthetic_sids(rng, n_items):
-  """[n_items + 1, 4] SIDs (row 0 = padding): skewed first digit, 10% collisions."""
-  sids = rng.integers(0, CODEBOOK, size=(n_items, N_DIGIT))
-  sids[:, 0] = np.minimum(rng.geometric(0.02, n_items), CODEBOOK) - 1
-  dup = rng.random(n_items) < 0.1
-  sids[dup] = sids[rng.integers(0, n_items, dup.sum())]
-  return np.concatenate([np.zeros((1, N_DIGIT), np.int64), sids])
 
 
 def _legal_mask(tables, codes, known, n_digit, codebook_size):
@@ -52,19 +55,11 @@ def _nbytes(tables):
   return sum(x.nbytes for x in tables)
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--sizes", default="20000,200000,2000000", help="catalogue sizes (items)")
-  p.add_argument("--users", type=int, default=256, help="users decoded per round")
-  p.add_argument("--batch", type=int, default=64, help="users per decode batch")
-  p.add_argument("--beam", type=int, default=32, help="confidence beam width")
-  p.add_argument("--history", type=int, default=8, help="history length of every user")
-  p.add_argument("--rounds", type=int, default=2, help="timed rounds per structure (interleaved)")
-  p.add_argument("--dense_max_gb", type=float, default=1.0,
-                 help="build the dense baseline only when its estimated size is below this")
-  a = p.parse_args()
+def main(argv):
+  del argv
+  a = FLAGS
   # Dispatch on the tables' type, so the unchanged decoder can run either structure.
-  decoding.legal_mask = _legal_mask
+  catalogue_lib.legal_mask = _legal_mask
 
   model = DiffGRM(n_digit=N_DIGIT, codebook_size=CODEBOOK, d_model=128, n_heads=4,
                   n_enc_layers=1, n_dec_layers=2, n_inner=512, dropout=0.0)
@@ -135,4 +130,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

@@ -9,8 +9,8 @@ Setup of the release (once; torch on CPU is enough):
 
 Run (from the repository root, with this package's environment; Sports data prepared):
 
-  python benchmarks/bench_vs_release.py --release_dir /path/to/DiffGRM \
-      --release_python /path/to/release_venv/bin/python
+  python benchmarks/bench_vs_release.py --release_dir=/path/to/DiffGRM \
+      --release_python=/path/to/release_venv/bin/python
 
 Each measurement is its own process (so peak RSS is its own) and runs for about
 --seconds after its warm-up; the release and ours alternate, measure by measure, for
@@ -24,10 +24,9 @@ in one window mean anything. Both sides use the Sports recipe's model (d 256, 4 
   decode  users/s of the confidence beam search at beam 32 and 256 with legality on,
           2048 // beam test users per call (its `generate` vs our jitted decoder).
 
-The release's half is benchmarks/release_side.py; ours is this file with --side ours.
+The release's half is benchmarks/release_side.py; ours is this file with --side=ours.
 """
 
-import argparse
 import json
 import os
 import resource
@@ -36,26 +35,38 @@ import sys
 import tempfile
 import time
 
+from absl import app
+from absl import flags
 import numpy as np
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/sports.py", "Recipe whose model and data both sides use.", lock_config=False)
+flags.DEFINE_string("release_dir", None, "Checkout of the released code (the folder holding genrec/).")
+flags.DEFINE_string("release_python", None, "Python of an environment with torch for the release.")
+flags.DEFINE_string("measures", "train,decode32,decode256",
+                    "Comma-separated measurements: train, decode<beam>.")
+flags.DEFINE_integer("rounds", 2, "Interleaved rounds.")
+flags.DEFINE_float("seconds", 20.0, "Timed seconds per measurement.")
+flags.DEFINE_integer("train_batch", 256, "Training batch size (rows).")
+flags.DEFINE_enum("side", None, ["ours"], "Internal: run our half of one measurement.")
+flags.DEFINE_enum("measure", "train", ["train", "decode"], "Internal: the measurement (--side).")
+flags.DEFINE_integer("batch", 256, "Internal: batch of the measurement (--side).")
+flags.DEFINE_integer("beam", 32, "Internal: beam of the measurement (--side).")
+FLAGS = flags.FLAGS
 
 TARGETS = {"train": (4.0, "rows/s >= 4x"), "train_rss": (0.5, "peak RSS <= 0.5x"),
            "decode": (5.0, "users/s >= 5x")}
 
 
-def _sports_data():
-  import importlib.util
+def _recipe_data():
   from diffgrm_jax import data as data_lib
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "sports.py")
-  spec = importlib.util.spec_from_file_location("sports_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = _CONFIG.value
   return config, data_lib.prepare_data(config, verbose=False)
 
 
 def write_inputs(path, n_train=20_000):
-  config, data = _sports_data()
+  config, data = _recipe_data()
   rng = np.random.default_rng(0)
   rows = rng.choice(len(data.train), min(n_train, len(data.train)), replace=False)
   np.savez(path, sids=data.sids, codebook_size=data.codebook_size,
@@ -84,7 +95,7 @@ def run_ours(measure, batch, beam, seconds):
   from diffgrm_jax import sharding as shard_lib
   from diffgrm_jax import train_step as step_lib
 
-  config, data = _sports_data()
+  config, data = _recipe_data()
   model = model_lib.from_config(config)
   buckets = tuple(config.data.length_buckets)
   if measure == "train":
@@ -136,28 +147,17 @@ def _last_json(out, what):
   return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-  p.add_argument("--release_dir", help="checkout of the released code (the folder holding genrec/)")
-  p.add_argument("--release_python", help="python of an environment with torch for the release")
-  p.add_argument("--measures", default="train,decode32,decode256")
-  p.add_argument("--rounds", type=int, default=2)
-  p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per measurement")
-  p.add_argument("--train_batch", type=int, default=256)
-  p.add_argument("--side", choices=("ours",), help=argparse.SUPPRESS)
-  p.add_argument("--measure", help=argparse.SUPPRESS)
-  p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
-  p.add_argument("--beam", type=int, default=32, help=argparse.SUPPRESS)
-  a = p.parse_args()
+def main(argv):
+  del argv
+  a = FLAGS
   if a.side == "ours":
     print(json.dumps(run_ours(a.measure, a.batch, a.beam, a.seconds)))
     return
   if not (a.release_dir and a.release_python):
-    p.error("--release_dir and --release_python are required (see the setup above)")
+    raise app.UsageError("--release_dir and --release_python are required (see the setup above)")
   here = os.path.dirname(os.path.abspath(__file__))
   root = os.path.dirname(here)
-  env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  config_file = os.path.abspath(FLAGS["config"].config_filename)
   inputs = os.path.join(tempfile.mkdtemp(prefix="bench_vs_release_"), "inputs.npz")
   name, n_items = write_inputs(inputs)
   results = {}  # (measure, side) -> list of records
@@ -166,17 +166,18 @@ def main():
       kind = "train" if measure == "train" else "decode"
       beam = 32 if kind == "train" else int(measure[len("decode"):])
       batch = a.train_batch if kind == "train" else max(8, 2048 // beam)
-      common = ["--measure", kind, "--batch", str(batch), "--beam", str(beam),
-                "--seconds", str(a.seconds)]
+      common = [f"--measure={kind}", f"--batch={batch}", f"--beam={beam}",
+                f"--seconds={a.seconds}"]
       cmds = {
           "release": [a.release_python, os.path.join(here, "release_side.py"),
-                      "--release_dir", a.release_dir, "--inputs", inputs] + common,
-          "ours": [sys.executable, os.path.abspath(__file__), "--side", "ours"] + common,
+                      f"--release_dir={a.release_dir}", f"--inputs={inputs}"] + common,
+          "ours": [sys.executable, os.path.abspath(__file__), "--side=ours",
+                   f"--config={config_file}"] + common,
       }
       sides = ("release", "ours") if rnd % 2 == 0 else ("ours", "release")
       for side in sides:
-        r = _last_json(subprocess.run(cmds[side], capture_output=True, text=True, env=env,
-                                      cwd=root), f"{side} {measure}")
+        r = _last_json(subprocess.run(cmds[side], capture_output=True, text=True, cwd=root),
+                       f"{side} {measure}")
         results.setdefault((measure, side), []).append(r)
         print(f"round {rnd + 1} {measure:>10} {side:>7}: {r['rate']:8.2f}/s  "
               f"peak RSS {r['peak_rss_gb']:.2f} GB", flush=True)
@@ -202,4 +203,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

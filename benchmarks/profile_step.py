@@ -5,8 +5,8 @@ each compiled operation, fusions included, is one event) and attributes each to 
 source operation XLA recorded for it (`op_name` metadata of the optimised HLO, e.g.
 `.../dec_0/cross_attn/dot_general`). Prints the top lines: time per call, share.
 
-  python benchmarks/profile_step.py --what train --buckets 8,50        # Sports recipe, batch 256
-  python benchmarks/profile_step.py --what decode --beams 32,256
+  python benchmarks/profile_step.py --what=train --buckets=8,50      # Sports recipe, batch 256
+  python benchmarks/profile_step.py --what=decode --beams=32,256
 
 Sports-recipe model (d 256, 4 heads, 1+4 layers, n_inner 1024) with random weights and
 random inputs: the costs depend on shapes only. Train: guided masking with 4 views,
@@ -14,7 +14,6 @@ history bucket as given. Decode: confidence search, 2048 // beam users with 8 hi
 items, a random 18k-item catalogue.
 """
 
-import argparse
 import collections
 import glob
 import gzip
@@ -23,9 +22,24 @@ import os
 import re
 import tempfile
 
+from absl import app
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
+from ml_collections import config_flags
+
+from synthetic import random_sids  # benchmarks/synthetic.py
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", "configs/sports.py", "train: recipe whose train step is profiled.", lock_config=False)
+flags.DEFINE_enum("what", "train", ["train", "decode"], "Profile the train step or a decode batch.")
+flags.DEFINE_string("buckets", "8,50", "train: comma-separated history lengths.")
+flags.DEFINE_integer("batch", 256, "train: rows per step.")
+flags.DEFINE_string("beams", "32,256", "decode: comma-separated beam widths.")
+flags.DEFINE_integer("calls", 3, "Profiled calls per case.")
+flags.DEFINE_integer("top", 12, "Lines printed per table.")
+FLAGS = flags.FLAGS
 
 N_DIGIT, CODEBOOK = 4, 256
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?metadata=\{[^}]*op_name=\"([^\"]+)\"")
@@ -78,16 +92,9 @@ def _model(dropout):
 
 
 def train_case(bucket, batch):
-  from ml_collections import config_dict  # noqa: F401
   from diffgrm_jax import sharding as shard_lib
   from diffgrm_jax import train_step as step_lib
-  import importlib.util
-  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                      "sports.py")
-  spec = importlib.util.spec_from_file_location("sports_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  config = _CONFIG.value
   config.train.batch_size = batch
   from diffgrm_jax import model as model_lib
   model = model_lib.from_config(config)
@@ -117,10 +124,9 @@ def decode_case(beam):
   from flax.linen import meta
   from diffgrm_jax import catalogue as catalogue_lib
   from diffgrm_jax import decoding
-  import bench_decode
   model = _model(0.0)
   rng = np.random.default_rng(0)
-  cat = catalogue_lib.Catalogue.from_sids(bench_decode.random_sids(rng), CODEBOOK)
+  cat = catalogue_lib.Catalogue.from_sids(random_sids(rng), CODEBOOK)
   batch = max(8, 2048 // beam)
   hist = jnp.asarray(rng.integers(0, CODEBOOK, (batch, 8, N_DIGIT)), jnp.int32)
   mask = jnp.ones((batch, 8), bool)
@@ -133,15 +139,9 @@ def decode_case(beam):
   return fn, args, fn.lower(*args).compile().as_text()
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--what", choices=("train", "decode"), default="train")
-  p.add_argument("--buckets", default="8,50", help="train: history lengths")
-  p.add_argument("--batch", type=int, default=256, help="train: rows per step")
-  p.add_argument("--beams", default="32,256", help="decode: beam widths")
-  p.add_argument("--calls", type=int, default=3, help="profiled calls per case")
-  p.add_argument("--top", type=int, default=12, help="lines printed per table")
-  a = p.parse_args()
+def main(argv):
+  del argv
+  a = FLAGS
   cases = ([("train", int(x)) for x in a.buckets.split(",")] if a.what == "train"
            else [("decode", int(x)) for x in a.beams.split(",")])
   for what, x in cases:
@@ -165,4 +165,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

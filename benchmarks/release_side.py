@@ -5,15 +5,19 @@ unmodified release from --release_dir (nothing of it is copied here). It reads t
 that bench_vs_release.py wrote (--inputs .npz), runs one measurement for about --seconds
 and prints one JSON line: {"rate": rows/s or users/s, "peak_rss_gb": ..., "n": ...}.
 
-  python benchmarks/release_side.py --release_dir /path/to/DiffGRM --inputs in.npz \
-      --measure train --batch 256 --seconds 20
-  python benchmarks/release_side.py ... --measure decode --beam 32 --batch 64
+  python benchmarks/release_side.py --release_dir=/path/to/DiffGRM --inputs=in.npz \
+      --measure=train --batch=256 --seconds=20
+  python benchmarks/release_side.py ... --measure=decode --beam=32 --batch=64
 
 train: the release's model in train mode (guided masking with 4 views, label smoothing
 0.1, its loss), backward, gradient clipping at 1.0 and an AdamW step, on random batches
 of real training rows right-padded to 50 (as its collate pads them).
 decode: its `generate` (encoder, then the confidence beam search with its legality check
 against the catalogue) on test users, `--batch` users per call.
+
+Its flags use argparse, not absl like the other benchmarks: this script runs in the
+release's own environment, which has no absl, and it should need nothing beyond what the
+release itself installs.
 """
 
 import argparse
