@@ -1,8 +1,8 @@
 """Train state, optimiser, masked loss and the sharded, jitted train step (docs/method.md, Loss).
 
-The step's randomness (dropout, masks) is `fold_in(PRNGKey(seed), step)`, so the
-RNG needs no state of its own: a run resumed at step s draws what an uninterrupted
-run draws at step s, on any mesh.
+The step's randomness (dropout, masks) is `fold_in(key(seed), step)` with the key of
+`train.prng_impl`, so the RNG needs no state of its own: a run resumed at step s draws
+what an uninterrupted run draws at step s, on any mesh.
 """
 
 from typing import Any
@@ -147,9 +147,17 @@ def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
   return reduce_loss(tok, masked, batch["weight"], config.masking.reduction)
 
 
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+
+def step_key(config):
+  """The base key of the step's random draws, of the implementation `train.prng_impl`."""
+  return jax.random.key(config.seed, impl=config.train.get("prng_impl", "threefry2x32"))
+
+
 def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding):
   """Returns jitted `step(state, batch) -> (state, metrics)`; the state is donated."""
-  base_key = jax.random.key(config.seed)
+  base_key = step_key(config)
   replicated = shard_lib.replicated(batch_sharding.mesh)
 
   def step(state, batch):
@@ -179,6 +187,8 @@ def check_config(config):
   if config.masking.reduction not in REDUCTIONS:
     raise ConfigError(f"masking.reduction={config.masking.reduction!r}: must be 'pooled' or "
                       "'view_mean'")
+  if config.train.get("prng_impl", "threefry2x32") not in PRNG_IMPLS:
+    raise ConfigError(f"train.prng_impl={config.train.prng_impl!r}: must be one of {PRNG_IMPLS}")
   if config.masking.guided_pass not in GUIDED_PASSES:
     raise ConfigError(f"masking.guided_pass={config.masking.guided_pass!r}: must be one of "
                       f"{GUIDED_PASSES}")

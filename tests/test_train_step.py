@@ -8,9 +8,11 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from conftest import ROOT, random_batch, tiny_config, train_random_steps
 from diffgrm_jax import model as model_lib
+from diffgrm_jax.cli import ConfigError
 from diffgrm_jax import sharding as shard_lib
 from diffgrm_jax import train_step as step_lib
 from diffgrm_jax.model import DiffGRM
@@ -107,3 +109,24 @@ def test_one_device_and_eight_fake_devices_agree():
   for shape, losses in multi.items():
     np.testing.assert_allclose(losses, single, rtol=2e-5, err_msg=shape)
   assert single[0] != single[-1]  # the steps really updated something
+
+
+def test_prng_impl_changes_draws_not_reproducibility_or_init():
+  base = tiny_config()
+  # The default is JAX's default key: runs recorded before the field existed stay exact.
+  assert jax.random.key_impl(step_lib.step_key(base)) == jax.random.key_impl(jax.random.key(0))
+  np.testing.assert_array_equal(jax.random.key_data(step_lib.step_key(base)),
+                                jax.random.key_data(jax.random.key(base.seed)))
+  rbg = tiny_config(**{"train.prng_impl": "unsafe_rbg"})
+  mesh = shard_lib.make_mesh(rbg)
+  a, _ = train_random_steps(rbg, mesh, 2)
+  b, _ = train_random_steps(rbg, mesh, 2)
+  assert a == b  # the step key is a function of (seed, step) alone
+  default, _ = train_random_steps(base, shard_lib.make_mesh(base), 2)
+  assert default[0] != a[0]  # other dropout / masks draws
+  _, state0 = train_random_steps(base, mesh, 0)
+  _, state0_rbg = train_random_steps(rbg, mesh, 0)
+  for x, y in zip(jax.tree.leaves(state0.params), jax.tree.leaves(state0_rbg.params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))  # init does not depend on it
+  with pytest.raises(ConfigError, match="train.prng_impl"):
+    step_lib.check_config(tiny_config(**{"train.prng_impl": "philox"}))
