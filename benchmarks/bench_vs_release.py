@@ -160,6 +160,8 @@ def main(argv):
   config_file = os.path.abspath(FLAGS["config"].config_filename)
   inputs = os.path.join(tempfile.mkdtemp(prefix="bench_vs_release_"), "inputs.npz")
   name, n_items = write_inputs(inputs)
+  # Config overrides (--config.train.micro_batches=8, ...) apply to our side too.
+  overrides = [x for x in sys.argv[1:] if x.startswith("--config.")]
   results = {}  # (measure, side) -> list of records
   for rnd in range(a.rounds):
     for measure in a.measures.split(","):
@@ -172,7 +174,7 @@ def main(argv):
           "release": [a.release_python, os.path.join(here, "release_side.py"),
                       f"--release_dir={a.release_dir}", f"--inputs={inputs}"] + common,
           "ours": [sys.executable, os.path.abspath(__file__), "--side=ours",
-                   f"--config={config_file}"] + common,
+                   f"--config={config_file}"] + overrides + common,
       }
       sides = ("release", "ours") if rnd % 2 == 0 else ("ours", "release")
       for side in sides:
@@ -183,7 +185,8 @@ def main(argv):
               f"peak RSS {r['peak_rss_gb']:.2f} GB", flush=True)
 
   print(f"\n{name} ({n_items} items), {a.rounds} interleaved rounds of ~{a.seconds:.0f} s each; "
-        "values per round")
+        "values per round" + (f"; ours with {' '.join(overrides)}" if overrides else "")
+        + (f"; XLA_FLAGS={os.environ['XLA_FLAGS']}" if os.environ.get("XLA_FLAGS") else ""))
   print("| measure | release | ours | ratio | target |\n|---|---|---|---|---|")
   fmt = lambda xs, f: " / ".join(f.format(x) for x in xs)
   for measure in a.measures.split(","):

@@ -134,10 +134,11 @@ def get_config():
   # True: padded history positions get no cross-attention weight. False: the release's
   # behaviour (zeroed encoder rows that still take softmax weight).
   m.mask_cross_attention = True
-  # One final LayerNorm shared by encoder and decoder outputs (the release) instead of two.
-  m.shared_final_ln = False
-  # Dropout on attention probabilities (the release: 0.1; docs/release_parity.md).
-  m.attention_dropout = 0.0
+  # One final LayerNorm shared by encoder and decoder outputs (the release; False: two).
+  # Chosen by measurement: docs/release_parity.md, "Which options are the defaults".
+  m.shared_final_ln = True
+  # Dropout on attention probabilities (the release's 0.1; 0 turns it off).
+  m.attention_dropout = 0.1
   # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   m.dtype = "float32"
 
@@ -154,9 +155,9 @@ def get_config():
   k.view_probs = ()
   # random: force view 0 to be all-masked.
   k.force_all_masked = True
-  # Loss: 'pooled' (mean over all masked tokens) or 'view_mean' (mean within view,
-  # then across views: the paper).
-  k.reduction = "view_mean"
+  # Loss: 'pooled' (mean over all masked tokens of the batch: the release) or 'view_mean'
+  # (mean within each view, then across views: the paper's formula). Chosen by measurement.
+  k.reduction = "pooled"
   # Label smoothing within each digit's codebook.
   k.label_smoothing = 0.1
   # guided: confidence pass 'projected' (cross-attention K/V projected, as in training) or
@@ -210,6 +211,11 @@ def get_config():
   # accelerators; on a 2-core CPU unsafe_rbg was within 3% of threefry). Other draws, so a
   # different but equally valid run. Parameter initialisation always uses the default.
   t.prng_impl = "threefry2x32"
+  # Split each step's batch into this many slices, run one after the other, with their
+  # gradients summed: the same loss and gradient with about 1/micro_batches of the step's
+  # activation memory, somewhat slower. Slices draw their own dropout and masks, so a
+  # value above 1 is a different but equally valid run.
+  t.micro_batches = 1
 
   # ---------------------------------------------------------------- decoding
   c.decode = b = ml_collections.ConfigDict()

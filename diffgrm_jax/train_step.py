@@ -84,19 +84,27 @@ def token_losses(logits, targets, label_smoothing):
   return optax.softmax_cross_entropy(logits, labels[:, None])
 
 
-def reduce_loss(tok, masked, weight, reduction):
-  """tok, masked: [B, V, N]; weight: [B] (0 = padding row) -> scalar loss.
+def loss_terms(tok, masked, weight, reduction):
+  """tok, masked: [B, V, N]; weight: [B] (0 = padding row) -> (numerator, denominator).
 
+  The loss is numerator / max(denominator, 1). Both are sums over rows, so the terms of
+  micro-batches add up to those of the whole batch (`train.micro_batches`).
   'pooled': sum over every masked token / number of masked tokens.
   'view_mean': mean over a view's masked digits, then mean over views and rows.
   """
   m = masked.astype(tok.dtype) * weight[:, None, None]
   if reduction == "pooled":
-    return (tok * m).sum() / jnp.maximum(m.sum(), 1.0)
+    return (tok * m).sum(), m.sum()
   if reduction == "view_mean":
     per_view = (tok * m).sum(-1) / jnp.maximum(masked.sum(-1), 1)
-    return per_view.sum() / jnp.maximum(weight.sum() * tok.shape[1], 1.0)
+    return per_view.sum(), weight.sum() * tok.shape[1]
   raise ValueError(f"masking.reduction must be 'pooled' or 'view_mean', got {reduction!r}")
+
+
+def reduce_loss(tok, masked, weight, reduction):
+  """tok, masked: [B, V, N]; weight: [B] -> the scalar loss (see `loss_terms`)."""
+  num, den = loss_terms(tok, masked, weight, reduction)
+  return num / jnp.maximum(den, 1.0)
 
 
 GUIDED_PASSES = ("projected", "release")
@@ -135,7 +143,8 @@ def views_for_batch(model: DiffGRM, params, enc, batch, key, config):
   return codes, ~masked, masked
 
 
-def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
+def _loss_terms_fn(params, model: DiffGRM, batch, key, config, train=True):
+  """(numerator, denominator) of the batch's loss (`loss_terms`)."""
   k_enc, k_mask, k_dec = jax.random.split(key, 3)
   variables = {"params": params}
   enc = model.apply(variables, batch["hist_sids"], batch["hist_mask"], deterministic=not train,
@@ -144,7 +153,41 @@ def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
   logits = model.apply(variables, enc, batch["hist_mask"], codes, known, deterministic=not train,
                        rngs={"dropout": k_dec}, method=DiffGRM.decode)
   tok = token_losses(logits, batch["target_sid"], config.masking.label_smoothing)
-  return reduce_loss(tok, masked, batch["weight"], config.masking.reduction)
+  return loss_terms(tok, masked, batch["weight"], config.masking.reduction)
+
+
+def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
+  num, den = _loss_terms_fn(params, model, batch, key, config, train)
+  return num / jnp.maximum(den, 1.0)
+
+
+def micro_batched_value_and_grad(params, model, batch, key, config, micro_batches):
+  """(loss, grads) of the whole batch, computed over `micro_batches` slices in a `lax.scan`.
+
+  The activations kept for the backward pass are those of one slice, so the step's
+  temporary memory falls about `micro_batches`-fold. The loss and its gradient equal the
+  whole batch's (the numerators and denominators of `loss_terms` add up); the random
+  draws differ (slice i draws from `fold_in(key, i)`), so with dropout or random masking
+  it is a different, equally valid run.
+  """
+  def split(x):
+    # Rows j * M + i form slice i, so each device's rows split evenly among the slices.
+    return jnp.swapaxes(x.reshape(x.shape[0] // micro_batches, micro_batches, *x.shape[1:]), 0, 1)
+
+  slices = {k: split(v) for k, v in batch.items()}
+  grad_fn = jax.value_and_grad(_loss_terms_fn, has_aux=True)
+
+  def body(carry, xs):
+    i, piece = xs
+    num_sum, den_sum, grad_sum = carry
+    (num, den), grads = grad_fn(params, model, piece, jax.random.fold_in(key, i), config)
+    return (num_sum + num, den_sum + den, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros)
+  (num, den, grads), _ = jax.lax.scan(body, init, (jnp.arange(micro_batches), slices))
+  den = jnp.maximum(den, 1.0)
+  return num / den, jax.tree.map(lambda g: g / den, grads)
 
 
 PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
@@ -159,10 +202,15 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
   """Returns jitted `step(state, batch) -> (state, metrics)`; the state is donated."""
   base_key = step_key(config)
   replicated = shard_lib.replicated(batch_sharding.mesh)
+  micro_batches = int(config.train.get("micro_batches", 1))
 
   def step(state, batch):
     key = jax.random.fold_in(base_key, state.step)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, model, batch, key, config)
+    if micro_batches > 1:
+      loss, grads = micro_batched_value_and_grad(state.params, model, batch, key, config,
+                                                 micro_batches)
+    else:
+      loss, grads = jax.value_and_grad(loss_fn)(state.params, model, batch, key, config)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
@@ -189,6 +237,8 @@ def check_config(config):
                       "'view_mean'")
   if config.train.get("prng_impl", "threefry2x32") not in PRNG_IMPLS:
     raise ConfigError(f"train.prng_impl={config.train.prng_impl!r}: must be one of {PRNG_IMPLS}")
+  if int(config.train.get("micro_batches", 1)) < 1:
+    raise ConfigError(f"train.micro_batches={config.train.micro_batches}: must be >= 1")
   if config.masking.guided_pass not in GUIDED_PASSES:
     raise ConfigError(f"masking.guided_pass={config.masking.guided_pass!r}: must be one of "
                       f"{GUIDED_PASSES}")

@@ -18,6 +18,7 @@ time; `_end_of_epoch` validates), then `_final_evaluation`. What stays fixed dur
 is a `Run`; what the loop changes from step to step is a `LoopState`.
 """
 
+import copy
 import dataclasses
 import math
 import signal
@@ -290,8 +291,9 @@ def _stop(run, what, at):
 
 def _snapshot(run, loop):
   # Everything the loop needs to go on exactly: the loader position is that after the
-  # batch of the last finished step, since `step` counts finished steps.
-  return dict(loop.meta, step=loop.step, loader=run.loader.get_state())
+  # batch of the last finished step, since `step` counts finished steps. A deep copy: a
+  # best state waits in memory while later validations append to `meta["history"]`.
+  return copy.deepcopy(dict(loop.meta, step=loop.step, loader=run.loader.get_state()))
 
 
 def _save_latest(run, loop):

@@ -16,7 +16,8 @@ def test_cli_bad_input_is_one_line_error(reference_run, run_cache, tmp_path):
   os.makedirs(empty)
   corrupt = str(tmp_path / "corrupt")
   shutil.copytree(reference_run, corrupt)
-  damage_files(os.path.join(corrupt, "best", "18", "state"))
+  best = saved_steps(os.path.join(reference_run, "best"))[-1]
+  damage_files(os.path.join(corrupt, "best", str(best), "state"))
   wd = str(tmp_path / "wd")
   cases = {
       "mistyped field": (
@@ -43,8 +44,8 @@ def test_cli_bad_input_is_one_line_error(reference_run, run_cache, tmp_path):
           rf"error: no best checkpoint in {re.escape(empty)}; train first .*"),
       "eval of a corrupted checkpoint": (
           cli_command("eval", run_cache, corrupt),
-          rf"error: checkpoint {re.escape(corrupt)}/best/18 is unreadable \(.+\); delete "
-          rf"{re.escape(corrupt)}/best/18 or use a fresh --workdir"),
+          rf"error: checkpoint {re.escape(corrupt)}/best/{best} is unreadable \(.+\); delete "
+          rf"{re.escape(corrupt)}/best/{best} or use a fresh --workdir"),
       "missing data file": (
           cli_command("prepare", run_cache, **{"data__source": "shared", "data__name": "nope",
                                     "data__data_dir": str(tmp_path)}),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from run_helpers import TIMEOUT, subprocess_env, tail, tiny_run_config
+from run_helpers import TIMEOUT, saved_steps, subprocess_env, tail, tiny_run_config
 
 from diffgrm_jax import checkpointing
 from diffgrm_jax import data as data_lib
@@ -185,7 +185,8 @@ def test_workdir_only_eval_reproduces_training_and_checks_the_sid_table(referenc
   trained, now = data_lib.sid_hash(np.load(os.path.join(reference_run, "data", "sids.npy"))), \
       data_lib.sid_hash(sids)
   proc = _run(["diffgrm_jax.eval", f"--workdir={other}"])
-  _one_line_error(proc, rf"error: best checkpoint {re.escape(other)}/best/18 was trained with "
+  best = saved_steps(os.path.join(other, "best"))[-1]
+  _one_line_error(proc, rf"error: best checkpoint {re.escape(other)}/best/{best} was trained with "
                   rf"SID table {trained}, but the SID table here is {now}; .*")
   # A config that disagrees with the trained one is refused too.
   config = tiny_run_config("unused", **{"model.d_model": 32})
@@ -199,7 +200,8 @@ def test_workdir_from_before_config_json_needs_config(reference_run, run_cache, 
   shutil.copytree(reference_run, old)
   shutil.rmtree(os.path.join(old, "data"))
   os.remove(os.path.join(old, "config.json"))
-  meta_file = os.path.join(old, "best", "18", "meta", "metadata")
+  best = saved_steps(os.path.join(old, "best"))[-1]
+  meta_file = os.path.join(old, "best", str(best), "meta", "metadata")
   meta = json.load(open(meta_file))
   del meta["sid_hash"]
   json.dump(meta, open(meta_file, "w"))
