@@ -18,20 +18,7 @@ def get_config(arg=None):
   config.data.source = "shared"
   config.data.name = "Sports_and_Outdoors"
   if arg == "cpu":
-    # Reduced budget for a 2-core CPU (about 25 minutes per run, experiments/reproduce.py):
-    # a half-width model (d 128, n_inner 512), 2 decoder layers, batch 256, 2 epochs,
-    # no validation during training (the last state is evaluated: no model selection),
-    # and beam 32 for every decoding strategy (validation and test).
-    config.model.d_model = 128
-    config.model.n_inner = 512
-    config.model.n_dec_layers = 2
-    config.train.batch_size = 256
-    config.train.epochs = 2
-    config.train.checkpoint_every_epochs = 1
-    config.train.eval_start_epoch = 1000
-    config.optim.warmup_steps = 500
-    config.decode.valid_beam = 32
-    config.decode.test_beam = 32
+    defaults.cpu_budget(config)  # d 128, 2 decoder layers, batch 256, 2 epochs, beam 32
   elif arg:
     raise ValueError(f"configs/sports.py takes no argument or ':cpu', got {arg!r}")
   return config

@@ -275,3 +275,23 @@ def for_accelerator(c):
   # An epoch takes seconds on an accelerator: save the latest checkpoint every 5 epochs, not each.
   c.train.checkpoint_every_epochs = 5
   return c
+
+
+def cpu_budget(c):
+  """The reduced budget of a recipe's `:cpu` variant, for a 2-core CPU (returns `c`).
+
+  A half-width model (d 128, n_inner 512) with 2 decoder layers, batch 256, 2 epochs, no
+  validation during training (the last state is evaluated: no model selection), and beam 32
+  for every strategy at validation and test. A Sports run takes about 25 minutes.
+  """
+  c.model.d_model = 128
+  c.model.n_inner = 512
+  c.model.n_dec_layers = 2
+  c.train.batch_size = 256
+  c.train.epochs = 2
+  c.train.checkpoint_every_epochs = 1
+  c.train.eval_start_epoch = 1000
+  c.optim.warmup_steps = 500
+  c.decode.valid_beam = 32
+  c.decode.test_beam = 32
+  return c

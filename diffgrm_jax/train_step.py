@@ -101,10 +101,15 @@ def loss_terms(tok, masked, weight, reduction):
   raise ValueError(f"masking.reduction must be 'pooled' or 'view_mean', got {reduction!r}")
 
 
+def loss_denominator(den):
+  """The divisor of `loss_terms`' numerator: at least 1, so an all-padding batch gives 0."""
+  return jnp.maximum(den, 1.0)
+
+
 def reduce_loss(tok, masked, weight, reduction):
   """tok, masked: [B, V, N]; weight: [B] -> the scalar loss (see `loss_terms`)."""
   num, den = loss_terms(tok, masked, weight, reduction)
-  return num / jnp.maximum(den, 1.0)
+  return num / loss_denominator(den)
 
 
 GUIDED_PASSES = ("projected", "release")
@@ -158,7 +163,7 @@ def _loss_terms_fn(params, model: DiffGRM, batch, key, config, train=True):
 
 def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
   num, den = _loss_terms_fn(params, model, batch, key, config, train)
-  return num / jnp.maximum(den, 1.0)
+  return num / loss_denominator(den)
 
 
 def micro_batched_value_and_grad(params, model, batch, key, config, micro_batches):
@@ -186,7 +191,7 @@ def micro_batched_value_and_grad(params, model, batch, key, config, micro_batche
   zeros = jax.tree.map(jnp.zeros_like, params)
   init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros)
   (num, den, grads), _ = jax.lax.scan(body, init, (jnp.arange(micro_batches), slices))
-  den = jnp.maximum(den, 1.0)
+  den = loss_denominator(den)
   return num / den, jax.tree.map(lambda g: g / den, grads)
 
 

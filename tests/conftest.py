@@ -8,7 +8,9 @@ sets below are the sizes the tests use:
               d_model 16, 9 steps per epoch, 2 epochs, validation after each.
 """
 
+import copy
 import importlib.util
+import json
 import os
 
 import numpy as np
@@ -72,6 +74,11 @@ def random_batch(rng, batch_size=16, length=8, n_digit=4, codebook=16):
   }
 
 
+# Jitted train steps by (config, mesh): several tests run the same tiny config, and a step
+# compiles once instead of once per call.
+_STEPS = {}
+
+
 def train_random_steps(config, mesh, n_steps=3, process_index=0, process_count=1):
   """`n_steps` train steps on seeded random global batches; returns (losses, final state).
 
@@ -81,11 +88,19 @@ def train_random_steps(config, mesh, n_steps=3, process_index=0, process_count=1
   from diffgrm_jax import model as model_lib
   from diffgrm_jax import sharding as shard_lib
   from diffgrm_jax import train_step as step_lib
-  model = model_lib.from_config(config)
-  tx, schedule = step_lib.make_optimizer(config, 10)
-  state, shardings = step_lib.init_state(model, tx, config, mesh)
-  bs = shard_lib.batch_sharding(config, mesh)
-  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  key = (json.dumps(config.to_dict(), sort_keys=True, default=str), mesh.axis_names,
+         tuple(d.id for d in mesh.devices.flat), mesh.devices.shape)
+  if key in _STEPS:
+    model, tx, bs, step = _STEPS[key]
+    state, _ = step_lib.init_state(model, tx, config, mesh)  # fresh: the step donates it
+  else:
+    config = copy.deepcopy(config)  # the cached step must not see a caller's later edits
+    model = model_lib.from_config(config)
+    tx, schedule = step_lib.make_optimizer(config, 10)
+    state, shardings = step_lib.init_state(model, tx, config, mesh)
+    bs = shard_lib.batch_sharding(config, mesh)
+    step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+    _STEPS[key] = (model, tx, bs, step)
   rng = np.random.default_rng(0)
   per = config.train.batch_size // process_count
   mine = slice(process_index * per, (process_index + 1) * per)

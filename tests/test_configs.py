@@ -77,3 +77,9 @@ def test_recipes_follow_the_paper():
   cpu = load_config_file("sports.py", "cpu")
   config_checks.check_config(cpu)
   assert cpu.model.d_model == 128 and cpu.train.epochs == 2
+  # Beauty's CPU variant: the same budget, Beauty's own lr and smoothing.
+  beauty_cpu = load_config_file("beauty.py", "cpu")
+  config_checks.check_config(beauty_cpu)
+  assert (beauty_cpu.optim.lr, beauty_cpu.masking.label_smoothing) == (0.01, 0.2)
+  for section in ("model", "train", "decode"):
+    assert beauty_cpu[section].to_dict() == cpu[section].to_dict(), section
