@@ -166,18 +166,23 @@ def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
   return num / loss_denominator(den)
 
 
-def micro_batched_value_and_grad(params, model, batch, key, config, micro_batches):
-  """(loss, grads) of the whole batch, computed over `micro_batches` slices in a `lax.scan`.
+def micro_batches(config):
+  """`train.micro_batches`; 1 for configs saved before the field existed."""
+  return int(config.train.get("micro_batches", 1))
+
+
+def micro_batched_value_and_grad(params, model, batch, key, config, n_slices):
+  """(loss, grads) of the whole batch, computed over `n_slices` slices in a `lax.scan`.
 
   The activations kept for the backward pass are those of one slice, so the step's
-  temporary memory falls about `micro_batches`-fold. The loss and its gradient equal the
+  temporary memory falls about `n_slices`-fold. The loss and its gradient equal the
   whole batch's (the numerators and denominators of `loss_terms` add up); the random
   draws differ (slice i draws from `fold_in(key, i)`), so with dropout or random masking
   it is a different, equally valid run.
   """
   def split(x):
     # Rows j * M + i form slice i, so each device's rows split evenly among the slices.
-    return jnp.swapaxes(x.reshape(x.shape[0] // micro_batches, micro_batches, *x.shape[1:]), 0, 1)
+    return jnp.swapaxes(x.reshape(x.shape[0] // n_slices, n_slices, *x.shape[1:]), 0, 1)
 
   slices = {k: split(v) for k, v in batch.items()}
   grad_fn = jax.value_and_grad(_loss_terms_fn, has_aux=True)
@@ -190,7 +195,7 @@ def micro_batched_value_and_grad(params, model, batch, key, config, micro_batche
 
   zeros = jax.tree.map(jnp.zeros_like, params)
   init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros)
-  (num, den, grads), _ = jax.lax.scan(body, init, (jnp.arange(micro_batches), slices))
+  (num, den, grads), _ = jax.lax.scan(body, init, (jnp.arange(n_slices), slices))
   den = loss_denominator(den)
   return num / den, jax.tree.map(lambda g: g / den, grads)
 
@@ -207,13 +212,13 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
   """Returns jitted `step(state, batch) -> (state, metrics)`; the state is donated."""
   base_key = step_key(config)
   replicated = shard_lib.replicated(batch_sharding.mesh)
-  micro_batches = int(config.train.get("micro_batches", 1))
+  n_micro = micro_batches(config)
 
   def step(state, batch):
     key = jax.random.fold_in(base_key, state.step)
-    if micro_batches > 1:
+    if n_micro > 1:
       loss, grads = micro_batched_value_and_grad(state.params, model, batch, key, config,
-                                                 micro_batches)
+                                                 n_micro)
     else:
       loss, grads = jax.value_and_grad(loss_fn)(state.params, model, batch, key, config)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -242,7 +247,7 @@ def check_config(config):
                       "'view_mean'")
   if config.train.get("prng_impl", "threefry2x32") not in PRNG_IMPLS:
     raise ConfigError(f"train.prng_impl={config.train.prng_impl!r}: must be one of {PRNG_IMPLS}")
-  if int(config.train.get("micro_batches", 1)) < 1:
+  if micro_batches(config) < 1:
     raise ConfigError(f"train.micro_batches={config.train.micro_batches}: must be >= 1")
   if config.masking.guided_pass not in GUIDED_PASSES:
     raise ConfigError(f"masking.guided_pass={config.masking.guided_pass!r}: must be one of "
