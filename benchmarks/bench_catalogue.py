@@ -89,7 +89,7 @@ def main(argv):
   fns, outs = {}, {}
   for (n_items, name), (tables, _) in cases.items():  # compile, and check both decode alike
     dec = decoding.make_decoder(model, info[n_items]["catalogue"], decoding.DecodeSettings("confidence", (a.beam,) * 4))
-    fns[n_items] = fns.get(n_items) or jax.jit(dec.apply)
+    fns[n_items] = fns.get(n_items) or decoding.jit_decoder(dec)
     outs[(n_items, name)] = jax.tree.map(np.asarray, fns[n_items](variables, tables, hist, mask))
     if (n_items, "sparse") in outs and name == "dense":
       for x, y in zip(outs[(n_items, "sparse")], outs[(n_items, "dense")]):

@@ -52,7 +52,7 @@ def run_one(strategy, beam, n_users, batch):
       jax.random.PRNGKey(0), jnp.zeros((1, 8, N_DIGIT), jnp.int32), jnp.ones((1, 8), bool),
       jnp.zeros((1, 1, N_DIGIT), jnp.int32), jnp.zeros((1, 1, N_DIGIT), bool)))
   dec = decoding.make_decoder(model, cat, decoding.DecodeSettings(strategy, (beam,) * N_DIGIT))
-  fn = jax.jit(dec.apply)
+  fn = decoding.jit_decoder(dec)
   tables = dec.tables
 
   lens = history_lengths(rng, n_users)

@@ -123,7 +123,7 @@ def run_ours(measure, batch, beam, seconds):
         model, step_lib.make_optimizer(config, 1)[0], config, shard_lib.make_mesh(config))[0].params}
     catalogue = catalogue_lib.Catalogue.from_sids(data.sids, data.codebook_size)
     dec = decoding.make_decoder(model, catalogue, decoding.DecodeSettings("confidence", (beam,) * 4))
-    fn = jax.jit(dec.apply)
+    fn = decoding.jit_decoder(dec)
     batches = list(data_lib.eval_batches(data, "test", batch_size=batch, buckets=buckets))
     rng = np.random.default_rng(0)
     order = list(rng.permutation(len(batches)))

@@ -134,7 +134,7 @@ def decode_case(beam):
       jax.random.PRNGKey(0), hist[:1], mask[:1], jnp.zeros((1, 1, N_DIGIT), jnp.int32),
       jnp.zeros((1, 1, N_DIGIT), bool)))
   dec = decoding.make_decoder(model, cat, decoding.DecodeSettings("confidence", (beam,) * 4))
-  fn = jax.jit(dec.apply)
+  fn = decoding.jit_decoder(dec)
   args = (variables, dec.tables, hist, mask)
   return fn, args, fn.lower(*args).compile().as_text()
 

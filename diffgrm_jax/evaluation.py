@@ -26,7 +26,7 @@ from diffgrm_jax import ranking
 @functools.lru_cache(maxsize=8)
 def _jitted_decoder(model, catalogue, settings):
   dec = decoding.make_decoder(model, catalogue, settings)
-  return jax.jit(dec.apply), dec.tables
+  return decoding.jit_decoder(dec), dec.tables
 
 
 def compiled_decoder(model, catalogue, settings, mesh=None):

@@ -32,6 +32,7 @@ import jax.numpy as jnp
 from diffgrm_jax.cli import ConfigError
 
 _NEG_INF = -1e9
+_TINY_KEYS = 8  # attention over at most this many keys uses products and sums
 
 
 def _normal():
@@ -99,11 +100,23 @@ class Attention(nn.Module):
       # (row, head) is one [V*Q, K] matmul and k/v are never broadcast or copied.
       q = q.reshape(q_shape[0], -1, *q_shape[-2:])
       bias = _fold_views(bias, x.ndim - kv.ndim)
-    logits = jnp.einsum("...qhd,...khd->...hqk", q, k).astype(jnp.float32) + bias
+    # A handful of keys (the decoder's self-attention over N digits), without dropout:
+    # products and sums instead of matmuls of [Q, head_dim] x [head_dim, K], which XLA:CPU
+    # runs as many tiny, slow dots. Not in training: there the [Q, K, head_dim] products
+    # would be kept for the backward pass (+15% of the step's temporary memory).
+    tiny = deterministic and k.shape[-3] <= _TINY_KEYS and kv.ndim == x.ndim
+    if tiny:
+      logits = jnp.moveaxis((q[..., :, None, :, :] * k[..., None, :, :, :]).sum(-1), -1, -3)
+    else:
+      logits = jnp.einsum("...qhd,...khd->...hqk", q, k)
+    logits = logits.astype(jnp.float32) + bias
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     if self.attention_dropout > 0:
       weights = nn.Dropout(self.attention_dropout)(weights, deterministic=deterministic)
-    out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
+    if tiny:
+      out = (jnp.moveaxis(weights, -3, -1)[..., None] * v[..., None, :, :, :]).sum(-3)
+    else:
+      out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
     out = out.reshape(q_shape)
     out = nn.DenseGeneral(
         self.d_model, axis=(-2, -1), use_bias=True, dtype=self.dtype, name="out",
@@ -138,11 +151,20 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x, self_bias, deterministic, enc=None, cross_bias=None,
-               project_cross_kv=True):
+               project_cross_kv=True, query_idx=None):
+    """x: [B, *V, N, D] -> [B, *V, N, D], or [B, *V, M, D] with `query_idx` int [B, *V, M]:
+    then only those positions are computed past the self-attention's keys and values
+    (every position still serves as a key), and `self_bias` is [N, N] or a scalar."""
     attn = lambda name: Attention(self.n_heads, self.d_model, self.dropout, self.dtype,
                                   self.attention_dropout, name=name)
     h = _layer_norm("ln_self", self.dtype)(x)
-    x = x + attn("self_attn")(h, h, self_bias, deterministic)
+    if query_idx is None:
+      x = x + attn("self_attn")(h, h, self_bias, deterministic)
+    else:
+      pick = lambda a: jnp.take_along_axis(a, query_idx[..., None], axis=-2)
+      if jnp.ndim(self_bias) == 2:  # rows of the queried positions, one head axis
+        self_bias = jnp.take(self_bias, query_idx, axis=0)[..., None, :, :]
+      x = pick(x) + attn("self_attn")(pick(h), h, self_bias, deterministic)
     if self.cross:
       h = _layer_norm("ln_cross", self.dtype)(x)
       x = x + attn("cross_attn")(h, enc, cross_bias, deterministic, project_cross_kv)
@@ -230,11 +252,15 @@ class DiffGRM(nn.Module):
       x = x * hist_mask[..., None].astype(x.dtype)
     return x
 
-  def decode(self, enc, hist_mask, codes, known, deterministic=True, project_cross_kv=True):
+  def decode(self, enc, hist_mask, codes, known, deterministic=True, project_cross_kv=True,
+             query_digits=None):
     """enc: [B, L, D]; codes, known: [B, V, N] -> logits float32 [B, V, N, C].
 
     `project_cross_kv=False`: cross-attention reads the encoder output unprojected as keys
     and values (the released code's guided confidence pass).
+    `query_digits` int [B, V, M] (distinct digits per row): only the logits of those digits
+    are wanted, so the last block computes M positions instead of N (every position is
+    still a key). Their logits are exact; the other digits' are meaningless.
     """
     emb = self._embed_codes(codes)  # [B, V, N, D]
     n = self.n_digit
@@ -257,9 +283,16 @@ class DiffGRM(nn.Module):
       n_pad = self.max_history_len - enc.shape[1]
       if n_pad > 0:
         enc = jnp.pad(enc, ((0, 0), (0, n_pad), (0, 0)))
-    for blk in self.dec_blocks:
+    last = len(self.dec_blocks) - 1
+    for i, blk in enumerate(self.dec_blocks):
+      idx = query_digits if i == last else None
       x = blk(x, self_bias, deterministic, enc=enc, cross_bias=cross_bias,
-              project_cross_kv=project_cross_kv)
+              project_cross_kv=project_cross_kv, query_idx=idx)
+    if query_digits is not None:
+      # Back to N positions: each digit takes its own slot's output; a digit not queried
+      # takes slot 0's (finite, meaningless; the caller ignores its logits).
+      slot = jnp.argmax(query_digits[..., None, :] == jnp.arange(n)[:, None], axis=-1)
+      x = jnp.take_along_axis(x, slot[..., None], axis=-2)
     h = (self.final_ln if self.shared_final_ln else self.dec_ln)(x)  # [B, V, N, D]
     if not self.tie_heads:
       h = jnp.einsum("bvnd,nde->bvne", h, self.head_adapter.astype(self.dtype))
