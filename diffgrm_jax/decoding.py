@@ -316,11 +316,10 @@ class Decoder:
     return codes, scores
 
 
-def jit_decoder(decoder, **jit_kwargs):
+def jit_decoder(decoder):
   """`jax.jit` of `decoder.apply` (variables, tables, hist_sids, hist_mask) with the
   backend's decoder options (`compile_options.py`)."""
-  return jax.jit(decoder.apply, compiler_options=compile_options.options("decode"),
-                 **jit_kwargs)
+  return jax.jit(decoder.apply, compiler_options=compile_options.options("decode"))
 
 
 def make_decoder(model, catalogue, settings):
