@@ -10,7 +10,6 @@ realistic collisions, and histories of a realistic length mix padded to buckets
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from absl import app
 from absl import flags
 import numpy as np
 
+import peak_memory  # benchmarks/peak_memory.py
 from synthetic import history_lengths, random_sids  # benchmarks/synthetic.py
 
 flags.DEFINE_string("strategies", "confidence,left_to_right,random", "Comma-separated strategies.")
@@ -79,7 +79,7 @@ def run_one(strategy, beam, n_users, batch):
               users_per_s=n_users / secs, seconds=secs, compile_s=compile_s,
               catalogue_build_s=build_s, n_keys=len(cat.keys),
               table_mib=sum(x.nbytes for x in tables) / 2 ** 20,
-              peak_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+              peak_rss_gib=peak_memory.peak_rss_gb())
 
 
 def main(argv):

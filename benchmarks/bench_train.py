@@ -6,16 +6,17 @@ Rows are real training rows from the config's data pipeline (length-bucketed bat
 guided masking with 4 views unless overridden). Compile and `--warmup` steps are
 excluded from the timing; rows/s counts rows before views
 (as the training loop's progress bar does).
-Peak memory is the process's peak RSS (ru_maxrss) after the run.
+Peak memory is the process's peak RSS (VmHWM, peak_memory.py) after the run.
 """
 
-import resource
 import time
 
 from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags
+
+import peak_memory  # benchmarks/peak_memory.py
 
 from diffgrm_jax import data as data_lib
 from diffgrm_jax import model as model_lib
@@ -69,7 +70,7 @@ def main(argv):
   for b in [int(x) for x in FLAGS.batch_sizes.split(",")]:
     rows_s, s_step = time_batch_size(config, data, b, FLAGS.steps, FLAGS.warmup)
     results.append((b, rows_s, s_step))
-  peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+  peak_gb = peak_memory.peak_rss_gb()
   print(f"\ntraining: {data.name}, masking {config.masking.strategy} x{config.masking.augment_factor}, "
         f"d_model {config.model.d_model}, {jax.device_count()}x {jax.devices()[0].device_kind}")
   print(f"{'batch':>6} {'rows/s':>10} {'s/step':>8}")

@@ -29,7 +29,6 @@ The release's half is benchmarks/release_side.py; ours is this file with --side=
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ from absl import app
 from absl import flags
 import numpy as np
 from ml_collections import config_flags
+
+import peak_memory  # benchmarks/peak_memory.py
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "configs/sports.py", "Recipe whose model and data both sides use.", lock_config=False)
@@ -138,7 +139,7 @@ def run_ours(measure, batch, beam, seconds):
       jax.block_until_ready(fn(variables, dec.tables, b["hist_sids"], b["hist_mask"]))
       return int((b["user"] >= 0).sum())
   rate = _time_loop(step, seconds)
-  return {"rate": rate, "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+  return {"rate": rate, "peak_rss_gb": peak_memory.peak_rss_gb()}
 
 
 def _last_json(out, what):

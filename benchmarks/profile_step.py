@@ -85,6 +85,26 @@ def grouped(rows, depth):
   return [(us, us / tot, k) for k, us in g.most_common()]
 
 
+# Kinds of work, by the source op's name; the first match wins.
+_CATEGORIES = (
+    ("dropout: random bits, mask, scale", ("Dropout", "bernoulli", "uniform")),
+    ("matmuls (dot_general)", ("dot_general",)),
+    ("GELU (erf)", ("erf",)),
+    ("LayerNorm", ("ln_", "final_ln")),
+    ("softmax", ("softmax", "exp", "reduce_max")),
+    ("transposes", ("transpose",)),
+)
+
+
+def categories(rows):
+  """Sums rows by kind of work (`_CATEGORIES`, else 'other') -> [(us, share, kind)]."""
+  g = collections.Counter()
+  for us, _, _, src in rows:
+    g[next((name for name, keys in _CATEGORIES if any(k in src for k in keys)), "other")] += us
+  tot = sum(g.values())
+  return [(us, us / tot, k) for k, us in g.most_common()]
+
+
 def _model(dropout):
   from diffgrm_jax.model import DiffGRM
   return DiffGRM(n_digit=N_DIGIT, codebook_size=CODEBOOK, d_model=256, n_heads=4,
@@ -151,6 +171,9 @@ def main(argv):
              else f"decode batch, confidence beam {x}, {max(8, 2048 // x)} users")
     print(f"\n## {title}: {per_call / 1e3:.1f} ms of operations per call "
           "(summed over threads)")
+    print("| ms/call | share | kind of work |\n|---|---|---|")
+    for us, share, k in categories(rows):
+      print(f"| {us / 1e3:.1f} | {share:.1%} | {k} |")
     print("| ms/call | share | source op (last 3 path parts) |\n|---|---|---|")
     for us, share, k in grouped(rows, 3)[:a.top]:
       print(f"| {us / 1e3:.1f} | {share:.0%} | {k} |")

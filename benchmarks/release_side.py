@@ -23,12 +23,13 @@ release itself installs.
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 import types
 
 import numpy as np
+
+import peak_memory  # benchmarks/peak_memory.py
 
 MAX_LEN = 50
 
@@ -149,7 +150,7 @@ def main():
     done += step()
   secs = time.perf_counter() - t0
   print(json.dumps({"rate": done / secs, "n": done, "seconds": secs,
-                    "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}))
+                    "peak_rss_gb": peak_memory.peak_rss_gb()}))
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ def check_against_devices(config, data_parallel, process_count=1):
     if size % data_parallel or size % process_count:
       raise ConfigError(f"{name}={size} is not divisible by the {data_parallel} data-parallel "
                         f"devices ({process_count} processes)")
-  micro = step_lib.micro_batches(config)
+  micro = step_lib.micro_batches(config, data_parallel)
   if micro > 1 and config.train.batch_size % (data_parallel * micro):
     raise ConfigError(f"train.batch_size={config.train.batch_size} is not divisible by "
                       f"train.micro_batches={micro} x {data_parallel} data-parallel devices")

@@ -213,9 +213,10 @@ def get_config():
   t.prng_impl = "threefry2x32"
   # Split each step's batch into this many slices, run one after the other, with their
   # gradients summed: the same loss and gradient with about 1/micro_batches of the step's
-  # activation memory, somewhat slower. Slices draw their own dropout and masks, so a
-  # value above 1 is a different but equally valid run.
-  t.micro_batches = 1
+  # activation memory. Slices draw their own dropout and masks, so a value above 1 is a
+  # different but equally valid run. 0: automatic, slices of 32 or more rows per device on
+  # CPU (faster there, and less memory), the whole batch on GPU/TPU.
+  t.micro_batches = 0
 
   # ---------------------------------------------------------------- decoding
   c.decode = b = ml_collections.ConfigDict()

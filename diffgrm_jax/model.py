@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from diffgrm_jax.cli import ConfigError
+from diffgrm_jax.dropout import Dropout
 
 _NEG_INF = -1e9
 _TINY_KEYS = 8  # attention over at most this many keys uses products and sums
@@ -112,7 +113,7 @@ class Attention(nn.Module):
     logits = logits.astype(jnp.float32) + bias
     weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
     if self.attention_dropout > 0:
-      weights = nn.Dropout(self.attention_dropout)(weights, deterministic=deterministic)
+      weights = Dropout(self.attention_dropout)(weights, deterministic=deterministic)
     if tiny:
       out = (jnp.moveaxis(weights, -3, -1)[..., None] * v[..., None, :, :, :]).sum(-3)
     else:
@@ -122,7 +123,7 @@ class Attention(nn.Module):
         self.d_model, axis=(-2, -1), use_bias=True, dtype=self.dtype, name="out",
         kernel_init=nn.with_logical_partitioning(_normal(), ("heads", "kv", "embed")),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)))(out)
-    return nn.Dropout(self.dropout)(out, deterministic=deterministic)
+    return Dropout(self.dropout)(out, deterministic=deterministic)
 
 
 class Mlp(nn.Module):
@@ -136,7 +137,7 @@ class Mlp(nn.Module):
     h = _dense(self.n_inner, ("embed", "mlp"), "wi", dtype=self.dtype)(x)
     h = nn.gelu(h, approximate=False)
     h = _dense(self.d_model, ("mlp", "embed"), "wo", dtype=self.dtype)(h)
-    return nn.Dropout(self.dropout)(h, deterministic=deterministic)
+    return Dropout(self.dropout)(h, deterministic=deterministic)
 
 
 class Block(nn.Module):
@@ -223,7 +224,7 @@ class DiffGRM(nn.Module):
     else:
       self.enc_ln = _layer_norm("enc_ln", self.dtype)
       self.dec_ln = _layer_norm("dec_ln", self.dtype)
-    self.drop = nn.Dropout(self.dropout)
+    self.drop = Dropout(self.dropout)
 
   def _table(self):
     """Embedding table as [N, C, D] in the compute dtype."""

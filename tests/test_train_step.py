@@ -161,4 +161,23 @@ def test_micro_batches_give_the_whole_batch_loss_and_gradient():
   np.testing.assert_allclose(train_random_steps(micro, mesh, 3)[0],
                              train_random_steps(plain, mesh, 3)[0], rtol=1e-5)
   with pytest.raises(ConfigError, match="train.micro_batches"):
-    step_lib.check_config(tiny_config(**{"train.micro_batches": 0}))
+    step_lib.check_config(tiny_config(**{"train.micro_batches": -1}))
+
+
+@pytest.mark.parametrize("batch,data_parallel,platform,expected", [
+    (256, 1, "cpu", 8),     # 8 slices of 32 rows
+    (1024, 1, "cpu", 32),
+    (256, 8, "cpu", 1),     # 32 rows per device: one slice
+    (100, 1, "cpu", 2),     # 50 rows; 4 slices of 25 would be under 32
+    (96, 1, "cpu", 3),      # divisors only: 3 slices of 32
+    (16, 1, "cpu", 1),
+    (256, 1, "gpu", 1),
+    (256, 1, "tpu", 1),
+])
+def test_automatic_micro_batches(batch, data_parallel, platform, expected):
+  config = tiny_config(**{"train.micro_batches": 0, "train.batch_size": batch})
+  got = step_lib.micro_batches(config, data_parallel, platform)
+  assert got == expected
+  rows = batch // data_parallel
+  assert rows % got == 0 and (got == 1 or rows // got >= step_lib.AUTO_SLICE_ROWS)
+  assert step_lib.micro_batches(tiny_config(**{"train.micro_batches": 5}), 1, platform) == 5

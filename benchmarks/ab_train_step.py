@@ -1,0 +1,75 @@
+"""Train-step variants side by side in one process: rows/s, the variants alternating.
+
+This machine's speed drifts between minutes, so variants are compared only within one
+process, round robin: every (history bucket, micro-batches, dropout) case is compiled and
+warmed up first, then each round runs --steps steps of every case in turn; the median
+over rounds is printed.
+
+  python benchmarks/ab_train_step.py --micro_batches=1,4,8            # slices per step
+  python benchmarks/ab_train_step.py --dropout=flax,16bit --micro_batches=1
+
+Sports-recipe model with random weights and random inputs (benchmarks/profile_step.py's
+train case), batch 256. `--dropout=flax` swaps in `flax.linen.Dropout` (32 random bits
+per element) for the model's 16-bit `diffgrm_jax.dropout.Dropout`.
+"""
+
+import itertools
+import time
+
+from absl import app
+from absl import flags
+import flax.linen as nn
+import jax
+import numpy as np
+
+import profile_step  # benchmarks/profile_step.py: the train case and the --config flag
+
+flags.DEFINE_string("buckets_ab", "8,50", "Comma-separated history lengths.")
+flags.DEFINE_string("micro_batches", "1,8", "Comma-separated train.micro_batches values.")
+flags.DEFINE_string("dropout", "16bit", "Comma-separated dropout implementations: 16bit, flax.")
+flags.DEFINE_integer("rounds", 4, "Round-robin rounds.")
+flags.DEFINE_integer("steps", 3, "Steps per case per round.")
+FLAGS = flags.FLAGS
+
+
+class FlaxDropout(nn.Module):
+  """flax.linen.Dropout behind the model's Dropout interface."""
+  rate: float
+
+  @nn.compact
+  def __call__(self, x, deterministic):
+    return nn.Dropout(self.rate)(x, deterministic=deterministic)
+
+
+def main(argv):
+  del argv
+  from diffgrm_jax import dropout as drop_lib
+  from diffgrm_jax import model as model_lib
+  impls = {"16bit": drop_lib.Dropout, "flax": FlaxDropout}
+  config = profile_step._CONFIG.value
+  cases = {}
+  for bucket, micro, drop in itertools.product(
+      [int(x) for x in FLAGS.buckets_ab.split(",")],
+      [int(x) for x in FLAGS.micro_batches.split(",")], FLAGS.dropout.split(",")):
+    config.train.micro_batches = micro
+    model_lib.Dropout = impls[drop]  # read when the step is traced, just below
+    run, _, _ = profile_step.train_case(bucket, 256)
+    jax.block_until_ready(run())
+    cases[(bucket, micro, drop)] = run
+  model_lib.Dropout = drop_lib.Dropout
+  times = {k: [] for k in cases}
+  for _ in range(FLAGS.rounds):
+    for k, run in cases.items():
+      t = time.perf_counter()
+      for _ in range(FLAGS.steps):
+        jax.block_until_ready(run())
+      times[k].append((time.perf_counter() - t) / FLAGS.steps)
+  print(f"batch 256, {FLAGS.rounds} rounds x {FLAGS.steps} steps, median")
+  print("| history | micro_batches | dropout | ms/step | rows/s |\n|---|---|---|---|---|")
+  for (bucket, micro, drop), ts in times.items():
+    t = float(np.median(ts))
+    print(f"| {bucket} | {micro} | {drop} | {t * 1e3:.0f} | {256 / t:.1f} |")
+
+
+if __name__ == "__main__":
+  app.run(main)
