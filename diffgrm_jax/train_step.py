@@ -168,7 +168,8 @@ def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
 
 # `train.micro_batches = 0` on CPU: slices of at least this many rows per data-parallel
 # device. Small slices keep the step's activations in cache: at batch 256, 8 slices of 32
-# ran 1.2-1.3x the rows/s of one, with a third of the temporary memory (speed.md).
+# ran 1.2-1.3x the rows/s of one, with a sixth of XLA's temporary memory (125 against 800
+# MiB at history 8; benchmarks/results/speed.md).
 AUTO_SLICE_ROWS = 32
 
 
@@ -265,7 +266,7 @@ def check_config(config):
                       "'view_mean'")
   if config.train.get("prng_impl", "threefry2x32") not in PRNG_IMPLS:
     raise ConfigError(f"train.prng_impl={config.train.prng_impl!r}: must be one of {PRNG_IMPLS}")
-  if micro_batches(config) < 0:
+  if int(config.train.get("micro_batches", 1)) < 0:
     raise ConfigError(f"train.micro_batches={config.train.micro_batches}: must be >= 1, or 0 "
                       "for automatic")
   if config.masking.guided_pass not in GUIDED_PASSES:
