@@ -97,9 +97,17 @@ _CATEGORIES = (
 
 
 def categories(rows):
-  """Sums rows by kind of work (`_CATEGORIES`, else 'other') -> [(us, share, kind)]."""
+  """Sums rows by kind of work -> [(us, share, kind)].
+
+  A dot or a library matmul fusion is a matmul whatever its source op says (the backward
+  pass's weight-gradient dots are recorded as `.../wi/transpose`); other ops go by their
+  source op's name (`_CATEGORIES`, else 'other').
+  """
   g = collections.Counter()
-  for us, _, _, src in rows:
+  for us, _, op, src in rows:
+    if op.startswith(("dot", "ynn_fusion", "xnn_fusion", "onednn")):
+      g["matmuls (dot_general)"] += us
+      continue
     g[next((name for name, keys in _CATEGORIES if any(k in src for k in keys)), "other")] += us
   tot = sum(g.values())
   return [(us, us / tot, k) for k, us in g.most_common()]
