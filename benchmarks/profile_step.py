@@ -74,15 +74,22 @@ def profile(fn, args, n_calls, names):
   return [(us / n_calls, us / all_us, op, names[op]) for op, us in total.most_common()], all_us / n_calls
 
 
-def grouped(rows, depth):
-  """Sums rows by the last `depth` path components of the source op (e.g. 'cross_attn/dot_general')."""
+def _summed(rows, label):
+  """Sums rows by `label(hlo_op, source_op)` -> [(us, share, label)], largest first."""
   g = collections.Counter()
-  for us, _, _, src in rows:
-    parts = [p for p in src.split("/") if p and not p.startswith(("while", "body", "closed_call",
-                                                                   "checkpoint", "remat"))]
-    g["/".join(parts[-depth:])] += us
+  for us, _, op, src in rows:
+    g[label(op, src)] += us
   tot = sum(g.values())
   return [(us, us / tot, k) for k, us in g.most_common()]
+
+
+def grouped(rows, depth):
+  """Sums rows by the last `depth` path components of the source op (e.g. 'cross_attn/dot_general')."""
+  def label(_, src):
+    parts = [p for p in src.split("/") if p and not p.startswith(("while", "body", "closed_call",
+                                                                   "checkpoint", "remat"))]
+    return "/".join(parts[-depth:])
+  return _summed(rows, label)
 
 
 # Kinds of work, by the source op's name; the first match wins.
@@ -96,21 +103,17 @@ _CATEGORIES = (
 )
 
 
-def categories(rows):
-  """Sums rows by kind of work -> [(us, share, kind)].
+def _kind(op, src):
+  # A dot or a library matmul fusion is a matmul whatever its source op says (the backward
+  # pass's weight-gradient dots are recorded as `.../wi/transpose`).
+  if op.startswith(("dot", "ynn_fusion", "xnn_fusion", "onednn")):
+    return "matmuls (dot_general)"
+  return next((name for name, keys in _CATEGORIES if any(k in src for k in keys)), "other")
 
-  A dot or a library matmul fusion is a matmul whatever its source op says (the backward
-  pass's weight-gradient dots are recorded as `.../wi/transpose`); other ops go by their
-  source op's name (`_CATEGORIES`, else 'other').
-  """
-  g = collections.Counter()
-  for us, _, op, src in rows:
-    if op.startswith(("dot", "ynn_fusion", "xnn_fusion", "onednn")):
-      g["matmuls (dot_general)"] += us
-      continue
-    g[next((name for name, keys in _CATEGORIES if any(k in src for k in keys)), "other")] += us
-  tot = sum(g.values())
-  return [(us, us / tot, k) for k, us in g.most_common()]
+
+def categories(rows):
+  """Sums rows by kind of work (`_kind`) -> [(us, share, kind)]."""
+  return _summed(rows, _kind)
 
 
 def _model(dropout):
