@@ -92,10 +92,12 @@ def run_ours(measure, batch, beam, seconds):
   from diffgrm_jax import data as data_lib
   from diffgrm_jax import catalogue as catalogue_lib
   from diffgrm_jax import decoding
+  from diffgrm_jax import host_memory
   from diffgrm_jax import model as model_lib
   from diffgrm_jax import sharding as shard_lib
   from diffgrm_jax import train_step as step_lib
 
+  host_memory.trim_after_compiles()  # as training, evaluation and recommending do
   config, data = _recipe_data()
   model = model_lib.from_config(config)
   buckets = tuple(config.data.length_buckets)

@@ -45,14 +45,17 @@ N_DIGIT, CODEBOOK = 4, 256
 _INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+) = .*?metadata=\{[^}]*op_name=\"([^\"]+)\"")
 
 
-def op_names(hlo_text):
-  """HLO instruction name -> op_name of its source operation (shortened)."""
+def op_names(hlo_texts):
+  """(HLO module, instruction name) -> op_name of its source operation (shortened), for
+  the optimised HLO texts of every program a call runs."""
   out = {}
-  for line in hlo_text.splitlines():
-    m = _INSTR.match(line)
-    if m:
-      name = re.sub(r"^jit\([^)]*\)/", "", m.group(2))
-      out.setdefault(m.group(1), re.sub(r"jvp\(|transpose\(|\)", "", name))
+  for text in hlo_texts:
+    module = re.match(r"HloModule ([\w.\-]+)", text).group(1)
+    for line in text.splitlines():
+      m = _INSTR.match(line)
+      if m:
+        name = re.sub(r"^jit\([^)]*\)/", "", m.group(2))
+        out.setdefault((module, m.group(1)), re.sub(r"jvp\(|transpose\(|\)", "", name))
   return out
 
 
@@ -68,10 +71,12 @@ def profile(fn, args, n_calls, names):
                                         recursive=True)[0]))
   total = collections.Counter()
   for e in trace["traceEvents"]:
-    if e.get("ph") == "X" and e["name"] in names:  # compiled operations only
-      total[e["name"]] += e["dur"]
+    key = (e.get("args", {}).get("hlo_module"), e["name"])
+    if e.get("ph") == "X" and key in names:  # compiled operations only
+      total[key] += e["dur"]
   all_us = sum(total.values())
-  return [(us / n_calls, us / all_us, op, names[op]) for op, us in total.most_common()], all_us / n_calls
+  return ([(us / n_calls, us / all_us, op, names[(module, op)])
+           for (module, op), us in total.most_common()], all_us / n_calls)
 
 
 def _summed(rows, label):
@@ -142,7 +147,7 @@ def train_case(bucket, batch):
       "target_sid": rng.integers(0, CODEBOOK, (batch, N_DIGIT)).astype(np.int32),
       "target_item": np.ones(batch, np.int32), "weight": np.ones(batch, np.float32)}
   b = step_lib.to_global({k: batch_np[k] for k in step_lib.DEVICE_KEYS}, bs)
-  hlo = step.lower(state, b).compile().as_text()
+  hlo = list(step.compiled_texts(state, b).values())
   box = [state]
 
   def run():  # the state is donated: thread it through
@@ -167,7 +172,7 @@ def decode_case(beam):
   dec = decoding.make_decoder(model, cat, decoding.DecodeSettings("confidence", (beam,) * 4))
   fn = decoding.jit_decoder(dec)
   args = (variables, dec.tables, hist, mask)
-  return fn, args, fn.lower(*args).compile().as_text()
+  return fn, args, [fn.lower(*args).compile().as_text()]
 
 
 def main(argv):

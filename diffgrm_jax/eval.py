@@ -18,6 +18,7 @@ import jax
 from diffgrm_jax import cli
 from diffgrm_jax import distributed
 from diffgrm_jax import experiment
+from diffgrm_jax import host_memory
 from diffgrm_jax import paths
 from diffgrm_jax import reporting
 
@@ -37,6 +38,7 @@ def define_flags():
 def main(argv):
   del argv
   distributed.maybe_initialize()
+  host_memory.trim_after_compiles()
   FLAGS = flags.FLAGS
   result = experiment.evaluate_workdir(FLAGS.config, FLAGS.workdir, FLAGS.split, FLAGS.beam,
                                        FLAGS.checkpoint)

@@ -38,6 +38,7 @@ from diffgrm_jax import data as data_lib
 from diffgrm_jax import distributed
 from diffgrm_jax import evaluation
 from diffgrm_jax import experiment
+from diffgrm_jax import host_memory
 from diffgrm_jax import paths
 
 
@@ -219,6 +220,7 @@ def define_flags():
 def main(argv):
   del argv
   distributed.maybe_initialize()
+  host_memory.trim_after_compiles()
   FLAGS = flags.FLAGS
   asked = [n for n in ("user", "history", "input") if FLAGS[n].value is not None]
   if len(asked) > 1:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from diffgrm_jax import compile_options
 from diffgrm_jax import masking
 from diffgrm_jax.cli import ConfigError
 from diffgrm_jax import sharding as shard_lib
@@ -227,27 +228,57 @@ def step_key(config):
   return jax.random.key(config.seed, impl=config.train.get("prng_impl", "threefry2x32"))
 
 
+class TrainStep:
+  """`step(state, batch) -> (state, metrics)` as two compiled programs; donates the state.
+
+  `gradients(params, step, batch) -> (loss, grads)` is compiled once per batch shape (each
+  history bucket); `update(state, grads, loss) -> (state, metrics)`, the optimiser step,
+  does not depend on the batch and is compiled once. In one program the optimiser's
+  kernels (about a third of the step's: one set per parameter) were compiled again for
+  every bucket, and compiling is where training's host memory peaks on CPU.
+  """
+
+  def __init__(self, gradients, update):
+    self.gradients = gradients
+    self.update = update
+
+  def __call__(self, state, batch):
+    loss, grads = self.gradients(state.params, state.step, batch)
+    return self.update(state, grads, loss)
+
+  def compiled_texts(self, state, batch):
+    """{program name: optimised HLO text} of both programs for these arguments."""
+    grads = jax.eval_shape(self.gradients, state.params, state.step, batch)
+    return {"gradients": self.gradients.lower(state.params, state.step, batch).compile().as_text(),
+            "update": self.update.lower(state, grads[1], grads[0]).compile().as_text()}
+
+
 def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding):
-  """Returns jitted `step(state, batch) -> (state, metrics)`; the state is donated."""
+  """Returns the `TrainStep` of this model, optimiser and config on the state's shardings."""
   base_key = step_key(config)
   replicated = shard_lib.replicated(batch_sharding.mesh)
   n_micro = micro_batches(config, shard_lib.data_parallel_size(config, batch_sharding.mesh))
 
-  def step(state, batch):
-    key = jax.random.fold_in(base_key, state.step)
+  def gradients(params, step, batch):
+    key = jax.random.fold_in(base_key, step)
     if n_micro > 1:
-      loss, grads = micro_batched_value_and_grad(state.params, model, batch, key, config,
-                                                 n_micro)
-    else:
-      loss, grads = jax.value_and_grad(loss_fn)(state.params, model, batch, key, config)
+      return micro_batched_value_and_grad(params, model, batch, key, config, n_micro)
+    return jax.value_and_grad(loss_fn)(params, model, batch, key, config)
+
+  def update(state, grads, loss):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   batch_shardings = {k: batch_sharding for k in DEVICE_KEYS}
-  return jax.jit(step, in_shardings=(state_shardings, batch_shardings),
-                 out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+  params_shardings = state_shardings.params
+  return TrainStep(
+      jax.jit(gradients, in_shardings=(params_shardings, state_shardings.step, batch_shardings),
+              out_shardings=(replicated, params_shardings),
+              compiler_options=compile_options.options("train")),
+      jax.jit(update, in_shardings=(state_shardings, params_shardings, replicated),
+              out_shardings=(state_shardings, replicated), donate_argnums=(0,)))
 
 
 def to_global(batch, batch_sharding):

@@ -35,6 +35,7 @@ from diffgrm_jax import checkpointing
 from diffgrm_jax import data as data_lib
 from diffgrm_jax import decoding
 from diffgrm_jax import experiment
+from diffgrm_jax import host_memory
 from diffgrm_jax import paths
 from diffgrm_jax import reporting
 from diffgrm_jax import tb_writer
@@ -138,6 +139,7 @@ def train_and_evaluate(config, workdir, *, data=None, selection_score=selection_
   `steps_per_epoch`, `get_state` and `set_state`. Returns the summary dict that is also
   written to WORKDIR/summary.json.
   """
+  host_memory.trim_after_compiles()  # one program per history bucket: see host_memory.py
   exp = experiment.Experiment(config, data)
   paths.makedirs(workdir)
   ckpt = exp.checkpoints(workdir)

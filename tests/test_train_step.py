@@ -8,6 +8,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from conftest import ROOT, random_batch, tiny_config, train_random_steps
@@ -181,3 +182,27 @@ def test_automatic_micro_batches(batch, data_parallel, platform, expected):
   rows = batch // data_parallel
   assert rows % got == 0 and (got == 1 or rows // got >= step_lib.AUTO_SLICE_ROWS)
   assert step_lib.micro_batches(tiny_config(**{"train.micro_batches": 5}), 1, platform) == 5
+
+
+def test_optimizer_update_compiles_once_for_every_history_bucket(config):
+  model = model_lib.from_config(config)
+  mesh = shard_lib.make_mesh(config)
+  tx, schedule = step_lib.make_optimizer(config, 10)
+  state, shardings = step_lib.init_state(model, tx, config, mesh)
+  bs = shard_lib.batch_sharding(config, mesh)
+  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  rng = np.random.default_rng(0)
+  whole = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  for length in (4, 8, 4):
+    batch = step_lib.to_global(random_batch(rng, config.train.batch_size, length), bs)
+    # The two programs give what one would: the update applied to this batch's gradients.
+    loss, grads = whole.gradients(state.params, state.step, batch)
+    expected_params = optax.apply_updates(
+        state.params, tx.update(grads, state.opt_state, state.params)[0])
+    state, metrics = step(state, batch)
+    assert float(metrics["loss"]) == float(loss)
+    for x, y in zip(jax.tree.leaves(state.params), jax.tree.leaves(expected_params)):
+      np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+  assert int(state.step) == 3
+  assert step.gradients._cache_size() == 2  # one program per history length ...
+  assert step.update._cache_size() == 1  # ... and a single optimiser step
