@@ -71,7 +71,7 @@ def profile(fn, args, n_calls, names):
                                         recursive=True)[0]))
   total = collections.Counter()
   for e in trace["traceEvents"]:
-    key = (e.get("args", {}).get("hlo_module"), e["name"])
+    key = (e.get("args", {}).get("hlo_module"), e.get("name"))
     if e.get("ph") == "X" and key in names:  # compiled operations only
       total[key] += e["dur"]
   all_us = sum(total.values())
