@@ -44,19 +44,11 @@ def run_variant(variant, buckets, trim_after_compiles):
   """[(bucket, RSS after its first step, peak so far, RSS after a trim)] in GB."""
   import jax
   from diffgrm_jax import host_memory
-  from diffgrm_jax import model as model_lib
-  from diffgrm_jax import sharding as shard_lib
   from diffgrm_jax import train_step as step_lib
   if trim_after_compiles:
     host_memory.trim_after_compiles()
-  config = profile_step._CONFIG.value
-  config.train.batch_size = batch = 256
-  model = model_lib.from_config(config)
-  mesh = shard_lib.make_mesh(config)
-  tx, schedule = step_lib.make_optimizer(config, 10 ** 6)
-  state, shardings = step_lib.init_state(model, tx, config, mesh)
-  bs = shard_lib.batch_sharding(config, mesh)
-  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  batch = 256
+  step, state, bs = profile_step.train_setup(batch)
   if variant == "one":
     gradients, update = step.gradients.__wrapped__, step.update.__wrapped__
     step = jax.jit(lambda s, b: update(s, *gradients(s.params, s.step, b)[::-1]),
@@ -65,11 +57,7 @@ def run_variant(variant, buckets, trim_after_compiles):
   host_memory.trim()
   rows = [("start", _rss_gb(), peak_memory.peak_rss_gb(), _rss_gb())]
   for length in buckets:
-    lens = rng.integers(1, length + 1, batch)
-    b = {"hist_sids": rng.integers(0, 256, (batch, length, 4)).astype(np.int32),
-         "hist_mask": np.arange(length)[None] < lens[:, None],
-         "target_sid": rng.integers(0, 256, (batch, 4)).astype(np.int32),
-         "target_item": np.ones(batch, np.int32), "weight": np.ones(batch, np.float32)}
+    b = profile_step.random_train_batch(rng, batch, length)
     state, m = step(state, step_lib.to_global({k: b[k] for k in step_lib.DEVICE_KEYS}, bs))
     jax.block_until_ready(m)
     rss, peak = _rss_gb(), peak_memory.peak_rss_gb()

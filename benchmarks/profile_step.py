@@ -127,25 +127,36 @@ def _model(dropout):
                  n_enc_layers=1, n_dec_layers=4, n_inner=1024, dropout=dropout)
 
 
-def train_case(bucket, batch):
+def train_setup(batch):
+  """(train step, fresh state, batch sharding) of the --config recipe at `batch` rows."""
+  from diffgrm_jax import model as model_lib
   from diffgrm_jax import sharding as shard_lib
   from diffgrm_jax import train_step as step_lib
   config = _CONFIG.value
   config.train.batch_size = batch
-  from diffgrm_jax import model as model_lib
   model = model_lib.from_config(config)
   mesh = shard_lib.make_mesh(config)
   tx, schedule = step_lib.make_optimizer(config, 10 ** 6)
   state, shardings = step_lib.init_state(model, tx, config, mesh)
   bs = shard_lib.batch_sharding(config, mesh)
-  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
-  rng = np.random.default_rng(0)
+  return step_lib.make_train_step(model, tx, schedule, config, shardings, bs), state, bs
+
+
+def random_train_batch(rng, batch, bucket):
+  """A host batch (numpy) of random histories (lengths 1..bucket) and targets."""
   lens = rng.integers(1, bucket + 1, batch)
   batch_np = {
       "hist_sids": rng.integers(0, CODEBOOK, (batch, bucket, N_DIGIT)).astype(np.int32),
       "hist_mask": np.arange(bucket)[None] < lens[:, None],
       "target_sid": rng.integers(0, CODEBOOK, (batch, N_DIGIT)).astype(np.int32),
       "target_item": np.ones(batch, np.int32), "weight": np.ones(batch, np.float32)}
+  return batch_np
+
+
+def train_case(bucket, batch):
+  from diffgrm_jax import train_step as step_lib
+  step, state, bs = train_setup(batch)
+  batch_np = random_train_batch(np.random.default_rng(0), batch, bucket)
   b = step_lib.to_global({k: batch_np[k] for k in step_lib.DEVICE_KEYS}, bs)
   hlo = list(step.compiled_texts(state, b).values())
   box = [state]
