@@ -89,24 +89,31 @@ def run_ours(measure, batch, beam, seconds):
   """Our half of one measurement: returns its JSON record."""
   import jax
 
-  from diffgrm_jax import data as data_lib
   from diffgrm_jax import catalogue as catalogue_lib
+  from diffgrm_jax import cpu_devices
+  from diffgrm_jax import data as data_lib
   from diffgrm_jax import decoding
+  from diffgrm_jax import evaluation
   from diffgrm_jax import host_memory
   from diffgrm_jax import model as model_lib
   from diffgrm_jax import sharding as shard_lib
   from diffgrm_jax import train_step as step_lib
 
+  config = _CONFIG.value
+  if measure == "train":
+    config.train.batch_size = batch
+  else:
+    config.decode.batch_size = batch
+  cpu_devices.split_host(config)  # as `python -m diffgrm_jax.train` does, before JAX starts
   host_memory.trim_after_compiles()  # as training, evaluation and recommending do
   config, data = _recipe_data()
   model = model_lib.from_config(config)
   buckets = tuple(config.data.length_buckets)
+  mesh = shard_lib.make_mesh(config)
+  bs = shard_lib.batch_sharding(config, mesh)
   if measure == "train":
-    config.train.batch_size = batch
-    mesh = shard_lib.make_mesh(config)
     tx, schedule = step_lib.make_optimizer(config, 10 ** 6)
     state, shardings = step_lib.init_state(model, tx, config, mesh)
-    bs = shard_lib.batch_sharding(config, mesh)
     train_step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
     loader = data_lib.train_loader(data, batch_size=batch, seed=0, buckets=buckets)
     seen, box = set(), [state]
@@ -123,22 +130,28 @@ def run_ours(measure, batch, beam, seconds):
       return int(b["weight"].sum())
   else:
     variables = {"params": step_lib.init_state(
-        model, step_lib.make_optimizer(config, 1)[0], config, shard_lib.make_mesh(config))[0].params}
+        model, step_lib.make_optimizer(config, 1)[0], config, mesh)[0].params}
     catalogue = catalogue_lib.Catalogue.from_sids(data.sids, data.codebook_size)
-    dec = decoding.make_decoder(model, catalogue, decoding.DecodeSettings("confidence", (beam,) * 4))
-    fn = decoding.jit_decoder(dec)
+    # The decoder as evaluation runs it: users split over the mesh's data axis.
+    fn, tables = evaluation.compiled_decoder(
+        model, catalogue, decoding.DecodeSettings("confidence", (beam,) * 4), mesh)
     batches = list(data_lib.eval_batches(data, "test", batch_size=batch, buckets=buckets))
     rng = np.random.default_rng(0)
     order = list(rng.permutation(len(batches)))
+
+    def run(b):
+      hist, mask = (jax.make_array_from_process_local_data(bs, b[k])
+                    for k in ("hist_sids", "hist_mask"))
+      jax.block_until_ready(fn(variables, tables, hist, mask))
+
     for lb in sorted({b["hist_sids"].shape[1] for b in batches}):  # compile every bucket
-      b = next(b for b in batches if b["hist_sids"].shape[1] == lb)
-      jax.block_until_ready(fn(variables, dec.tables, b["hist_sids"], b["hist_mask"]))
+      run(next(b for b in batches if b["hist_sids"].shape[1] == lb))
     pos = [0]
 
     def step():
       b = batches[order[pos[0] % len(order)]]
       pos[0] += 1
-      jax.block_until_ready(fn(variables, dec.tables, b["hist_sids"], b["hist_mask"]))
+      run(b)
       return int((b["user"] >= 0).sum())
   rate = _time_loop(step, seconds)
   return {"rate": rate, "peak_rss_gb": peak_memory.peak_rss_gb()}

@@ -258,6 +258,12 @@ def get_config():
   c.mesh.shape = (-1, 1, 1)
   # Mesh axis names: data (replicated params), fsdp (sharded params), tensor (split MLP/heads).
   c.mesh.axes = ("data", "fsdp", "tensor")
+  # On CPU, XLA devices to split the machine into (diffgrm_jax/cpu_devices.py): 1 = the
+  # whole machine as one device; 0 = one per usable core (as many as divide the batch
+  # sizes), so the cores share the batch as data-parallel devices (opt-in: faster in some
+  # side-by-side windows, not in all, and more memory; benchmarks/results/speed.md).
+  # Ignored elsewhere, and where XLA_FLAGS sets --xla_force_host_platform_device_count.
+  c.mesh.cpu_devices = 1
   # Logical axis -> mesh axis, tuple of axes, or None (replicated); 'batch' names the data-like axes.
   c.mesh.rules = (
       ("batch", ("data", "fsdp")),

@@ -32,6 +32,13 @@ def _in_multi_task_slurm_step():
   return "SLURM_STEP_NODELIST" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1
 
 
+def requested():
+  """Whether the environment asks for several processes (see the module docstring)."""
+  return bool(os.environ.get("DIFFGRM_COORDINATOR")
+              or os.environ.get("DIFFGRM_DISTRIBUTED") == "auto"
+              or _on_tpu_pod() or _in_multi_task_slurm_step())
+
+
 def maybe_initialize():
   """Initialises the distributed runtime if the environment asks for it; returns True if so."""
   coordinator = os.environ.get("DIFFGRM_COORDINATOR")

@@ -95,6 +95,34 @@ def logical_to_sharding(tree, config, mesh):
   return nn.logical_to_mesh_sharding(specs, mesh, rules(config))
 
 
+def split_over_data(shardings, abstract, mesh, axis="data"):
+  """ZeRO-style: each array of `abstract` laid out by `shardings`, additionally split over
+  the mesh axis `axis` along its first dimension that still divides evenly.
+
+  For the optimiser state: a data-parallel device then keeps and updates only its share of
+  it (the parameters themselves stay as their rules say), and the new parameters are
+  gathered (the memory it saves: benchmarks/results/speed.md). Arrays
+  already split over `axis`, scalars, and arrays without such a dimension are unchanged.
+  """
+  sizes = dict(mesh.shape)
+  n = sizes.get(axis, 1)
+  if n == 1:
+    return shardings
+
+  def one(sharding, a):
+    spec = list(sharding.spec) + [None] * (len(a.shape) - len(sharding.spec))
+    entries = [() if e is None else (e if isinstance(e, tuple) else (e,)) for e in spec]
+    if any(axis in e for e in entries):
+      return sharding
+    for i, (e, size) in enumerate(zip(entries, a.shape)):
+      if size % (math.prod(sizes[x] for x in e) * n) == 0:
+        spec[i] = e + (axis,)
+        return NamedSharding(mesh, P(*spec))
+    return sharding
+
+  return jax.tree.map(one, shardings, abstract)
+
+
 def replicated(mesh):
   return NamedSharding(mesh, P())
 

@@ -12,6 +12,7 @@ See docs/configuration.md for the fields and docs/design.md for what runs where.
 from absl import flags
 
 from diffgrm_jax import cli
+from diffgrm_jax import cpu_devices
 from diffgrm_jax import distributed
 from diffgrm_jax import trainer
 
@@ -27,6 +28,7 @@ def define_flags():
 
 def main(argv):
   del argv
+  cpu_devices.split_host(flags.FLAGS.config)  # before anything starts JAX
   distributed.maybe_initialize()
   trainer.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
 

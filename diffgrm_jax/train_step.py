@@ -61,11 +61,20 @@ def _boxed_init(model, tx, config):
   return init
 
 
+def _state_shardings(boxed_abstract, config, mesh):
+  """The state's shardings: parameters by the mesh rules; the optimiser state also split
+  over the data axis (`sharding.split_over_data`, ZeRO stage 1)."""
+  shardings = shard_lib.logical_to_sharding(boxed_abstract, config, mesh)
+  opt = shard_lib.split_over_data(shardings.opt_state, nn.meta.unbox(boxed_abstract.opt_state),
+                                  mesh)
+  return shardings.replace(opt_state=opt)
+
+
 def init_state(model, tx, config, mesh):
   """Initialises the state directly in its sharded layout; returns (state, shardings)."""
   boxed_init = _boxed_init(model, tx, config)
   key = jax.random.key(config.seed)
-  shardings = shard_lib.logical_to_sharding(jax.eval_shape(boxed_init, key), config, mesh)
+  shardings = _state_shardings(jax.eval_shape(boxed_init, key), config, mesh)
   state = jax.jit(lambda k: nn.meta.unbox(boxed_init(k)), out_shardings=shardings)(key)
   return state, shardings
 
@@ -73,7 +82,7 @@ def init_state(model, tx, config, mesh):
 def abstract_state(model, tx, config, mesh):
   """(ShapeDtypeStructs with shardings, shardings) for restoring a checkpoint onto `mesh`."""
   abstract = jax.eval_shape(_boxed_init(model, tx, config), jax.random.key(0))
-  shardings = shard_lib.logical_to_sharding(abstract, config, mesh)
+  shardings = _state_shardings(abstract, config, mesh)
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       nn.meta.unbox(abstract), shardings), shardings
 
@@ -172,14 +181,24 @@ def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
 # ran 1.2-1.3x the rows/s of one, with a sixth of XLA's temporary memory (125 against 800
 # MiB at history 8; benchmarks/results/speed.md).
 AUTO_SLICE_ROWS = 32
+# ... and at least this many for histories longer than AUTO_LONG_HISTORY items. A slice's
+# activations grow with its history (encoder, cross-attention), and with one device per
+# core (`cpu_devices`) every core holds its own slice at once: 16-row slices keep the
+# longest bucket's temporary memory at half of a 32-row slice's (96 against 187 MiB per
+# device at history 50), at no cost in speed there (184 against 183 rows/s; 278 against
+# 305 at history 16, 15% of the Sports batches).
+AUTO_SLICE_ROWS_LONG = 16
+AUTO_LONG_HISTORY = 8
 
 
-def micro_batches(config, data_parallel=1, platform=None):
+def micro_batches(config, data_parallel=1, platform=None, history_len=None):
   """Slices per step: `train.micro_batches` (1 for configs saved before the field existed).
 
   0 means automatic: on CPU the most slices that leave each data-parallel device at least
-  `AUTO_SLICE_ROWS` rows of the batch in each (dividing its rows evenly); elsewhere 1,
-  since accelerators are fastest on the whole batch. `platform` defaults to JAX's backend.
+  `AUTO_SLICE_ROWS` rows of the batch in each (`AUTO_SLICE_ROWS_LONG` when `history_len`,
+  the batch's history bucket, is above `AUTO_LONG_HISTORY`), dividing its rows evenly;
+  elsewhere 1, since accelerators are fastest on the whole batch. `platform` defaults to
+  JAX's backend.
   """
   n = int(config.train.get("micro_batches", 1))
   if n != 0:
@@ -187,8 +206,11 @@ def micro_batches(config, data_parallel=1, platform=None):
   if (platform or jax.default_backend()) != "cpu":
     return 1
   rows = config.train.batch_size // max(data_parallel, 1)
+  least = AUTO_SLICE_ROWS
+  if history_len is not None and history_len > AUTO_LONG_HISTORY:
+    least = AUTO_SLICE_ROWS_LONG
   return max(m for m in range(1, max(rows, 1) + 1)
-             if rows % m == 0 and (m == 1 or rows // m >= AUTO_SLICE_ROWS))
+             if rows % m == 0 and (m == 1 or rows // m >= least))
 
 
 def micro_batched_value_and_grad(params, model, batch, key, config, n_slices):
@@ -257,10 +279,12 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
   """Returns the `TrainStep` of this model, optimiser and config on the state's shardings."""
   base_key = step_key(config)
   replicated = shard_lib.replicated(batch_sharding.mesh)
-  n_micro = micro_batches(config, shard_lib.data_parallel_size(config, batch_sharding.mesh))
+  data_parallel = shard_lib.data_parallel_size(config, batch_sharding.mesh)
 
   def gradients(params, step, batch):
     key = jax.random.fold_in(base_key, step)
+    # Traced once per history bucket, so each bucket gets its own slice count.
+    n_micro = micro_batches(config, data_parallel, history_len=batch["hist_sids"].shape[1])
     if n_micro > 1:
       return micro_batched_value_and_grad(params, model, batch, key, config, n_micro)
     return jax.value_and_grad(loss_fn)(params, model, batch, key, config)
@@ -273,6 +297,9 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
 
   batch_shardings = {k: batch_sharding for k in DEVICE_KEYS}
   params_shardings = state_shardings.params
+  # Gradients leave the first program laid out as the parameters: split over the data axis
+  # there, GSPMD carried that layout back into the activations of fsdp / tensor meshes and
+  # gathered them whole. The update program takes each device's share (a local slice).
   return TrainStep(
       jax.jit(gradients, in_shardings=(params_shardings, state_shardings.step, batch_shardings),
               out_shardings=(replicated, params_shardings),

@@ -110,7 +110,12 @@ def saved_steps(folder):
 
 def checkpoint(path):
   """(leaves of the saved TrainState as numpy, meta dict) of one step folder."""
-  state = ocp.StandardCheckpointer().restore(os.path.join(path, "state"))
+  ckptr = ocp.StandardCheckpointer()
+  # Onto this process's first device, whatever devices the training command had.
+  here = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=here),
+                        ckptr.metadata(os.path.join(path, "state")).item_metadata)
+  state = ckptr.restore(os.path.join(path, "state"), target)
   with open(os.path.join(path, "meta", "metadata")) as f:
     meta = json.load(f)
   return [np.asarray(x) for x in jax.tree.leaves(state)], meta

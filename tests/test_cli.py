@@ -32,7 +32,7 @@ def test_cli_bad_input_is_one_line_error(reference_run, run_cache, tmp_path):
           cli_command("train", run_cache, wd, decode__valid_beam=3),
           r"error: decode\.valid_beam=3 is smaller than decode\.top_k=10"),
       "mesh larger than devices": (
-          cli_command("train", run_cache, wd, mesh__shape=(2, 1, 1)),
+          cli_command("train", run_cache, wd, mesh__shape=(2, 1, 1), mesh__cpu_devices=1),
           r"error: mesh\.shape=\(2, 1, 1\) needs 2 devices but 1 are available"),
       "other model's workdir": (
           cli_command("train", run_cache, reference_run, model__d_model=32),

@@ -1,5 +1,6 @@
-"""Mesh and rules: shape parsing, FSDP really shards parameters and Adam moments, the
-optional tensor axis trains like 1 device, and no involuntary rematerialisation."""
+"""Mesh and rules: shape parsing, FSDP really shards parameters and Adam moments, the data
+axis splits the Adam moments too, the optional tensor axis trains like 1 device, and no
+involuntary rematerialisation."""
 
 import json
 import os
@@ -86,13 +87,19 @@ def test_fsdp_and_tensor_axes_on_eight_fake_devices():
     np.testing.assert_allclose(losses, out["single"], rtol=2e-5, err_msg=shape)
 
   specs = out["specs"]
-  # 'embed' -> fsdp: the MLP kernel [embed, mlp], the table [vocab, embed] and their Adam
-  # moments are split over fsdp; with a tensor axis the kernel's mlp dim is split too.
-  for s in specs.values():
-    assert s["kernel"] == s["mu"] == s["nu"] == ["fsdp", "tensor"]
-    assert s["table"] == s["table_mu"] == [None, "fsdp"]
-  # Parameters + optimizer state per device shrink with the fsdp size (1x8 holds ~1/8).
+  # 'embed' -> fsdp: the MLP kernel [embed, mlp] and the table [vocab, embed] are split over
+  # fsdp; with a tensor axis the kernel's mlp dim is split too.
+  for shape, s in specs.items():
+    assert s["kernel"] == ["fsdp", "tensor"] and s["table"] == [None, "fsdp"]
+    if shape == "(1, 8)":  # no data axis: Adam's moments are laid out as the parameters
+      assert s["mu"] == s["nu"] == s["kernel"] and s["table_mu"] == s["table"]
+    else:  # ... and also split over the data axis (ZeRO), on the first dimension that divides
+      assert s["mu"] == s["nu"] == [["fsdp", "data"], "tensor"]
+      assert s["table_mu"] == ["data", "fsdp"]
+  # Parameters per device shrink with the fsdp size (1x8 holds ~1/8); the optimizer state
+  # with fsdp x data.
   p18, o18 = specs["(1, 8)"]["bytes"]
   p24, o24 = specs["(2, 4)"]["bytes"]
-  assert p18 < p24 < 0.3 * p18 * 8 and o18 < o24
-  assert 1.9 < o24 / p24 < 2.2  # Adam's two moments (+ the step count)
+  assert p18 < p24 < 0.3 * p18 * 8
+  assert 1.9 < o18 / p18 < 2.2  # Adam's two moments (+ the step count)
+  assert 0.9 < o24 / p24 < 1.1  # the same, split over data = 2 as well

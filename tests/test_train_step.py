@@ -1,6 +1,7 @@
 """Loss semantics and the sharded step: masked digits only, same numbers on 1 and 8 devices."""
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -184,6 +185,22 @@ def test_automatic_micro_batches(batch, data_parallel, platform, expected):
   assert step_lib.micro_batches(tiny_config(**{"train.micro_batches": 5}), 1, platform) == 5
 
 
+@pytest.mark.parametrize("history_len,data_parallel,expected", [
+    (None, 2, 4),  # 128 rows per device: 4 slices of 32
+    (8, 2, 4),
+    (16, 2, 8),    # longer histories: slices of 16
+    (50, 2, 8),
+    (50, 1, 16),
+    (50, 16, 1),   # 16 rows per device: one slice
+])
+def test_automatic_slices_shrink_for_long_histories(history_len, data_parallel, expected):
+  config = tiny_config(**{"train.micro_batches": 0, "train.batch_size": 256})
+  assert step_lib.micro_batches(config, data_parallel, "cpu", history_len) == expected
+  assert step_lib.micro_batches(config, data_parallel, "gpu", history_len) == 1
+  fixed = tiny_config(**{"train.micro_batches": 2, "train.batch_size": 256})
+  assert step_lib.micro_batches(fixed, data_parallel, "cpu", history_len) == 2
+
+
 def test_optimizer_update_compiles_once_for_every_history_bucket(config):
   model = model_lib.from_config(config)
   mesh = shard_lib.make_mesh(config)
@@ -206,3 +223,21 @@ def test_optimizer_update_compiles_once_for_every_history_bucket(config):
   assert int(state.step) == 3
   assert step.gradients._cache_size() == 2  # one program per history length ...
   assert step.update._cache_size() == 1  # ... and a single optimiser step
+
+
+def test_each_history_bucket_gets_its_own_automatic_slices():
+  config = tiny_config(**{"train.micro_batches": 0, "train.batch_size": 64})
+  model = model_lib.from_config(config)
+  mesh = shard_lib.make_mesh(config)
+  tx, schedule = step_lib.make_optimizer(config, 10)
+  state, shardings = step_lib.init_state(model, tx, config, mesh)
+  bs = shard_lib.batch_sharding(config, mesh)
+  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  rng = np.random.default_rng(0)
+  lengths = {}
+  for length in (8, 12):
+    batch = step_lib.to_global(random_batch(rng, 64, length), bs)
+    jaxpr = str(jax.make_jaxpr(step.gradients)(state.params, state.step, batch))
+    lengths[length] = sorted({int(n) for n in re.findall(r"length=(\d+)", jaxpr)})
+  # 64 rows on one CPU device: 2 slices of 32 at history 8, 4 of 16 beyond it.
+  assert lengths == {8: [2], 12: [4]}, lengths

@@ -95,11 +95,13 @@ _FIRST_IS_BEST_CHILD = """
 import itertools, sys
 sys.path[:0] = ["tests"]
 import run_helpers as h
-from diffgrm_jax import trainer
+from diffgrm_jax import cpu_devices, trainer
 scores = itertools.count(0, -1)
-trainer.train_and_evaluate(h.tiny_run_config(sys.argv[1], **{
-    "train.checkpoint_every_steps": 0, "train.checkpoint_every_epochs": 2}), sys.argv[2],
-    selection_score=lambda m: float(next(scores)), progress=False)
+config = h.tiny_run_config(sys.argv[1], **{
+    "train.checkpoint_every_steps": 0, "train.checkpoint_every_epochs": 2})
+cpu_devices.split_host(config)  # the devices the train command runs on
+trainer.train_and_evaluate(config, sys.argv[2], selection_score=lambda m: float(next(scores)),
+                           progress=False)
 """
 
 
