@@ -57,7 +57,7 @@ def maybe_initialize():
     mode = os.environ.get("DIFFGRM_DISTRIBUTED", "")
     if mode not in ("", "auto"):
       raise SystemExit(f"DIFFGRM_DISTRIBUTED={mode!r}: the only value is 'auto' (or leave it unset)")
-    if not (mode == "auto" or _on_tpu_pod() or _in_multi_task_slurm_step()):
+    if not requested():
       return False
     jax.distributed.initialize()
   logging.info("jax.distributed: process %d of %d, %d local / %d global devices",

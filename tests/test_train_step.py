@@ -201,15 +201,20 @@ def test_automatic_slices_shrink_for_long_histories(history_len, data_parallel, 
   assert step_lib.micro_batches(fixed, data_parallel, "cpu", history_len) == 2
 
 
-def test_optimizer_update_compiles_once_for_every_history_bucket(config):
+def _step_setup(config):
+  """(optimizer, fresh state, batch sharding, train step, a second train step of its own)."""
   model = model_lib.from_config(config)
   mesh = shard_lib.make_mesh(config)
   tx, schedule = step_lib.make_optimizer(config, 10)
   state, shardings = step_lib.init_state(model, tx, config, mesh)
   bs = shard_lib.batch_sharding(config, mesh)
-  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  make = lambda: step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  return tx, state, bs, make(), make()
+
+
+def test_optimizer_update_compiles_once_for_every_history_bucket(config):
+  tx, state, bs, step, whole = _step_setup(config)
   rng = np.random.default_rng(0)
-  whole = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
   for length in (4, 8, 4):
     batch = step_lib.to_global(random_batch(rng, config.train.batch_size, length), bs)
     # The two programs give what one would: the update applied to this batch's gradients.
@@ -227,12 +232,7 @@ def test_optimizer_update_compiles_once_for_every_history_bucket(config):
 
 def test_each_history_bucket_gets_its_own_automatic_slices():
   config = tiny_config(**{"train.micro_batches": 0, "train.batch_size": 64})
-  model = model_lib.from_config(config)
-  mesh = shard_lib.make_mesh(config)
-  tx, schedule = step_lib.make_optimizer(config, 10)
-  state, shardings = step_lib.init_state(model, tx, config, mesh)
-  bs = shard_lib.batch_sharding(config, mesh)
-  step = step_lib.make_train_step(model, tx, schedule, config, shardings, bs)
+  _, state, bs, step, _ = _step_setup(config)
   rng = np.random.default_rng(0)
   lengths = {}
   for length in (8, 12):
