@@ -1,7 +1,8 @@
 """Train-step variants side by side in one process: rows/s, the variants alternating.
 
 This machine's speed drifts between minutes, so variants are compared only within one
-process, round robin: every (history bucket, micro-batches, dropout, XLA options, layers) case is compiled and
+process, round robin: every (history bucket, micro-batches, dropout, XLA options, layers, last block) case is
+compiled and
 warmed up first, then each round runs --steps steps of every case in turn; the median
 over rounds is printed.
 
@@ -9,6 +10,7 @@ over rounds is printed.
   python benchmarks/ab_train_step.py --dropout=flax,16bit --micro_batches=1
   python benchmarks/ab_train_step.py --micro_batches=8 --options=none,xla_cpu_use_fusion_emitters=false
   python benchmarks/ab_train_step.py --micro_batches=8 --layers=package,../old/diffgrm_jax/model.py
+  python benchmarks/ab_train_step.py --micro_batches=0 --last_block=masked,full
 
 Sports-recipe model with random weights and random inputs (benchmarks/profile_step.py's
 train case), batch 256. `--dropout=flax` swaps in `flax.linen.Dropout` (32 random bits
@@ -38,6 +40,10 @@ flags.DEFINE_string("layers", "package",
                     "Comma-separated layer sources: 'package', or the path of a model.py from "
                     "another checkout (e.g. a `git worktree` of an earlier commit), whose `Block` "
                     "(and every layer below it) replaces the package's.")
+flags.DEFINE_string("last_block", "masked",
+                    "Comma-separated: 'masked' (the package: the decoder's last block at the "
+                    "masked digits only, where the masking strategy fixes their number) or "
+                    "'full' (every position, as before that change).")
 flags.DEFINE_integer("rounds", 4, "Round-robin rounds.")
 flags.DEFINE_integer("steps", 3, "Steps per case per round.")
 FLAGS = flags.FLAGS
@@ -79,6 +85,7 @@ def main(argv):
   del argv
   from diffgrm_jax import compile_options
   from diffgrm_jax import dropout as drop_lib
+  from diffgrm_jax import masking
   from diffgrm_jax import model as model_lib
   impls = {"16bit": drop_lib.Dropout, "flax": FlaxDropout}
   config = profile_step._CONFIG.value
@@ -86,15 +93,18 @@ def main(argv):
   package_default = compile_options._OPTIONS.get(key)
   package_block = model_lib.Block
   blocks = {src: _blocks(src, package_block) for src in FLAGS.layers.split(",")}
+  package_count = masking.masked_count
+  counts = {"masked": package_count, "full": lambda *a: None}
   cases = {}
-  for bucket, micro, drop, opts, layers in itertools.product(
+  for bucket, micro, drop, opts, layers, last in itertools.product(
       [int(x) for x in FLAGS.buckets_ab.split(",")],
       [int(x) for x in FLAGS.micro_batches.split(",")], FLAGS.dropout.split(","),
-      FLAGS.options.split(","), blocks):
+      FLAGS.options.split(","), blocks, FLAGS.last_block.split(",")):
     config.train.micro_batches = micro
     # Both read when the step is traced, just below.
     model_lib.Dropout = impls[drop]
     model_lib.Block = blocks[layers]
+    masking.masked_count = counts[last]
     chosen = _option_set(opts, package_default)
     if chosen is None:
       compile_options._OPTIONS.pop(key, None)
@@ -102,8 +112,9 @@ def main(argv):
       compile_options._OPTIONS[key] = chosen
     run, _, _ = profile_step.train_case(bucket, 256)
     jax.block_until_ready(run())
-    cases[(bucket, micro, drop, opts, layers)] = run
+    cases[(bucket, micro, drop, opts, layers, last)] = run
   model_lib.Dropout = drop_lib.Dropout
+  masking.masked_count = package_count
   model_lib.Block = package_block
   if package_default is None:
     compile_options._OPTIONS.pop(key, None)
@@ -117,11 +128,12 @@ def main(argv):
         jax.block_until_ready(run())
       times[k].append((time.perf_counter() - t) / FLAGS.steps)
   print(f"batch 256, {FLAGS.rounds} rounds x {FLAGS.steps} steps, median")
-  print("| history | micro_batches | dropout | XLA options | layers | ms/step | rows/s |\n"
-        "|---|---|---|---|---|---|---|")
-  for (bucket, micro, drop, opts, layers), ts in times.items():
+  print("| history | micro_batches | dropout | XLA options | layers | last block | ms/step | rows/s |\n"
+        "|---|---|---|---|---|---|---|---|")
+  for (bucket, micro, drop, opts, layers, last), ts in times.items():
     t = float(np.median(ts))
-    print(f"| {bucket} | {micro} | {drop} | {opts} | {layers} | {t * 1e3:.0f} | {256 / t:.1f} |")
+    print(f"| {bucket} | {micro} | {drop} | {opts} | {layers} | {last} | {t * 1e3:.0f} "
+          f"| {256 / t:.1f} |")
 
 
 if __name__ == "__main__":

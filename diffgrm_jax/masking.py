@@ -73,6 +73,25 @@ def make_masks(key, batch_size, n_digit, *, strategy, augment_factor, mask_prob=
   raise ValueError(f"masking.strategy must be one of {STRATEGIES}, got {strategy!r}")
 
 
+def masked_count(strategy, n_digit):
+  """Masked digits per row, summed over views, when the strategy fixes it (else None).
+
+  guided, sequential and prefix make N views masking N, N - 1, ..., 1 digits in some
+  order: N (N + 1) / 2 in all. Training computes the decoder's last block at those
+  positions only (`DiffGRM.decode(query_rows=...)`).
+  """
+  if strategy in ("guided", "sequential", "prefix"):
+    return n_digit * (n_digit + 1) // 2
+  return None
+
+
+def masked_rows(masked, count):
+  """masked: bool [B, V, N] with exactly `count` True per row -> int [B, count], the
+  flattened positions v * N + n of the masked digits, in increasing order."""
+  flat = masked.reshape(masked.shape[0], -1)
+  return jnp.argsort(~flat, axis=-1, stable=True)[:, :count].astype(jnp.int32)
+
+
 def check_config(config):
   """The `masking` section's values that cannot work (one-line `ConfigError` naming the field)."""
   k, n = config.masking, config.sid.n_digit

@@ -77,11 +77,13 @@ class Attention(nn.Module):
   attention_dropout: float = 0.0
 
   @nn.compact
-  def __call__(self, x, kv, bias, deterministic, project_kv=True):
+  def __call__(self, x, kv, bias, deterministic, project_kv=True, kv_rows=None):
     """x: [B, *V, Q, D]; kv: [B, K, D] or [B, *V, K, D]; bias broadcastable to [B, *V, H, Q, K].
 
     `project_kv=False` uses `kv` itself, split into heads, as keys and values (the released
     code's guided confidence pass does this in cross-attention; the projections still exist).
+    `kv_rows` int [B, R] with x [B, R, Q, D] and kv [B, V, K, D]: query row r attends to
+    kv[b, kv_rows[b, r]]; keys and values are projected once per kv row, then gathered.
     """
     head_dim = self.d_model // self.n_heads
 
@@ -95,6 +97,10 @@ class Attention(nn.Module):
     v = proj("value")(kv)
     if not project_kv:
       k = v = kv.astype(self.dtype).reshape(*kv.shape[:-1], self.n_heads, head_dim)
+    if kv_rows is not None:
+      rows = kv_rows[:, :, None, None, None]
+      k = jnp.take_along_axis(k, rows, axis=1)
+      v = jnp.take_along_axis(v, rows, axis=1)
     q_shape = q.shape
     if kv.ndim < x.ndim:
       # Shared keys/values: fold the view axes into the query axis, so each
@@ -152,14 +158,24 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x, self_bias, deterministic, enc=None, cross_bias=None,
-               project_cross_kv=True, query_idx=None):
+               project_cross_kv=True, query_idx=None, query_rows=None):
     """x: [B, *V, N, D] -> [B, *V, N, D], or [B, *V, M, D] with `query_idx` int [B, *V, M]:
     then only those positions are computed past the self-attention's keys and values
-    (every position still serves as a key), and `self_bias` is [N, N] or a scalar."""
+    (every position still serves as a key), and `self_bias` is [N, N] or a scalar.
+    `query_rows` int [B, R] (x [B, V, N, D]): the same for R positions of the flattened
+    views, v * N + n, any number per view -> [B, R, 1, D]."""
     attn = lambda name: Attention(self.n_heads, self.d_model, self.dropout, self.dtype,
                                   self.attention_dropout, name=name)
     h = _layer_norm("ln_self", self.dtype)(x)
-    if query_idx is None:
+    if query_rows is not None:
+      n = x.shape[-2]
+      flat = lambda a: a.reshape(a.shape[0], -1, a.shape[-1])
+      pick = lambda a: jnp.take_along_axis(flat(a), query_rows[..., None], axis=1)[:, :, None]
+      if jnp.ndim(self_bias) == 2:  # [B, R, 1(H), 1(Q), N]: the queried digit's row
+        self_bias = jnp.take(self_bias, query_rows % n, axis=0)[:, :, None, None, :]
+      x = pick(x) + attn("self_attn")(pick(h), h, self_bias, deterministic,
+                                      kv_rows=query_rows // n)
+    elif query_idx is None:
       x = x + attn("self_attn")(h, h, self_bias, deterministic)
     else:
       pick = lambda a: jnp.take_along_axis(a, query_idx[..., None], axis=-2)
@@ -254,7 +270,7 @@ class DiffGRM(nn.Module):
     return x
 
   def decode(self, enc, hist_mask, codes, known, deterministic=True, project_cross_kv=True,
-             query_digits=None):
+             query_digits=None, query_rows=None):
     """enc: [B, L, D]; codes, known: [B, V, N] -> logits float32 [B, V, N, C].
 
     `project_cross_kv=False`: cross-attention reads the encoder output unprojected as keys
@@ -262,6 +278,8 @@ class DiffGRM(nn.Module):
     `query_digits` int [B, V, M] (distinct digits per row): only the logits of those digits
     are wanted, so the last block computes M positions instead of N (every position is
     still a key). Their logits are exact; the other digits' are meaningless.
+    `query_rows` int [B, R] (distinct per row): the same for positions v * N + n of the
+    flattened views, any number per view (training: the masked digits of every view).
     """
     emb = self._embed_codes(codes)  # [B, V, N, D]
     n = self.n_digit
@@ -285,10 +303,18 @@ class DiffGRM(nn.Module):
       if n_pad > 0:
         enc = jnp.pad(enc, ((0, 0), (0, n_pad), (0, 0)))
     last = len(self.dec_blocks) - 1
+    full_shape = x.shape
     for i, blk in enumerate(self.dec_blocks):
       idx = query_digits if i == last else None
+      rows = query_rows if i == last else None
       x = blk(x, self_bias, deterministic, enc=enc, cross_bias=cross_bias,
-              project_cross_kv=project_cross_kv, query_idx=idx)
+              project_cross_kv=project_cross_kv, query_idx=idx, query_rows=rows)
+    if query_rows is not None:
+      # Back to [B, V, N, D]: the positions not queried hold zeros (their logits are
+      # finite and meaningless; the caller ignores them).
+      b = full_shape[0]
+      x = jnp.zeros((b, full_shape[1] * n, full_shape[-1]), x.dtype).at[
+          jnp.arange(b)[:, None], query_rows].set(x[:, :, 0]).reshape(full_shape)
     if query_digits is not None:
       # Back to N positions: each digit takes its own slot's output; a digit not queried
       # takes slot 0's (finite, meaningless; the caller ignores its logits).

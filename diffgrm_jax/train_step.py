@@ -165,8 +165,14 @@ def _loss_terms_fn(params, model: DiffGRM, batch, key, config, train=True):
   enc = model.apply(variables, batch["hist_sids"], batch["hist_mask"], deterministic=not train,
                     rngs={"dropout": k_enc}, method=DiffGRM.encode)
   codes, known, masked = views_for_batch(model, params, enc, batch, k_mask, config)
+  # The loss reads the masked digits only: where the strategy fixes how many there are,
+  # the last decoder block computes those (10 of 16 positions for 4 digits), exactly.
+  count = masking.masked_count(config.masking.strategy, masked.shape[-1])
+  rows = None
+  if model.kind == "diffgrm" and count is not None and count < masked[0].size:
+    rows = masking.masked_rows(masked, count)
   logits = model.apply(variables, enc, batch["hist_mask"], codes, known, deterministic=not train,
-                       rngs={"dropout": k_dec}, method=DiffGRM.decode)
+                       rngs={"dropout": k_dec}, method=DiffGRM.decode, query_rows=rows)
   tok = token_losses(logits, batch["target_sid"], config.masking.label_smoothing)
   return loss_terms(tok, masked, batch["weight"], config.masking.reduction)
 
@@ -182,11 +188,12 @@ def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
 # MiB at history 8; benchmarks/results/speed.md).
 AUTO_SLICE_ROWS = 32
 # ... and at least this many for histories longer than AUTO_LONG_HISTORY items. A slice's
-# activations grow with its history (encoder, cross-attention), and with one device per
-# core (`cpu_devices`) every core holds its own slice at once: 16-row slices keep the
-# longest bucket's temporary memory at half of a 32-row slice's (96 against 187 MiB per
-# device at history 50), at no cost in speed there (184 against 183 rows/s; 278 against
-# 305 at history 16, 15% of the Sports batches).
+# activations grow with its history (encoder, cross-attention): 16-row slices halve the
+# step's temporary memory (96 against 187 MiB per device at history 50, 2 devices), which
+# keeps training's peak RSS at half the released code's. Speed, one device: faster at
+# history 50 (199 against 187 rows/s), slower at 16 and 32 (302 against 324, 231 against
+# 237), where 32-row slices raised the peak (1.21-1.29 against 1.13 GB side by side);
+# benchmarks/results/speed.md.
 AUTO_SLICE_ROWS_LONG = 16
 AUTO_LONG_HISTORY = 8
 

@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from diffgrm_jax import masking
 
@@ -66,3 +67,19 @@ def test_guided_masks_least_confident_digits_nested():
     for t in range(4):
       np.testing.assert_array_equal(np.flatnonzero(m[r, t]), sorted(expected_order[r][:t + 1]))
   assert (m[:, 1:] >= m[:, :-1]).all()
+
+
+@pytest.mark.parametrize("strategy", ["guided", "sequential", "prefix"])
+def test_masked_rows_list_every_masked_position(strategy):
+  """The strategies with a fixed count mask exactly `masked_count` digits per row, and
+  `masked_rows` lists them (flattened v * N + n, increasing)."""
+  n, b = 4, 6
+  conf = jax.random.uniform(jax.random.key(1), (b, n))
+  masked = np.asarray(masking.make_masks(jax.random.key(0), b, n, strategy=strategy,
+                                         augment_factor=n, confidence=conf))
+  count = masking.masked_count(strategy, n)
+  assert count == 10 and (masked.reshape(b, -1).sum(-1) == count).all()
+  rows = np.asarray(masking.masked_rows(jnp.asarray(masked), count))
+  for r in range(b):
+    np.testing.assert_array_equal(rows[r], np.flatnonzero(masked[r].reshape(-1)))
+  assert masking.masked_count("random", n) is None

@@ -129,3 +129,21 @@ def test_query_digits_give_the_full_logits_there(kind):
     np.testing.assert_allclose(got, want, atol=1e-5)
     # The other digits are not computed: at least one differs from the full pass.
     assert not np.allclose(part, full, atol=1e-5)
+
+
+def test_query_rows_give_the_full_logits_there():
+  """The last block at chosen positions of the flattened views (any number per view, as
+  training's masked digits are) leaves those positions' logits unchanged."""
+  m, var, hs, hm, codes, known = _setup()
+  known = np.random.default_rng(2).random(known.shape) < 0.5
+  enc = m.apply(var, hs, hm, method=DiffGRM.encode)
+  full = np.asarray(m.apply(var, enc, hm, codes, known, method=DiffGRM.decode))
+  b, v, n = codes.shape
+  # 5 of the 8 positions per row, 4 + 1, 1 + 4 and 3 + 2 per view, in any order.
+  rows = np.array([[0, 1, 2, 3, 4], [1, 4, 5, 6, 7], [2, 3, 6, 0, 5]], np.int32)
+  part = np.asarray(m.apply(var, enc, hm, codes, known, query_rows=rows, method=DiffGRM.decode))
+  flat = lambda a: a.reshape(b, v * n, -1)
+  got = np.take_along_axis(flat(part), rows[..., None], axis=1)
+  want = np.take_along_axis(flat(full), rows[..., None], axis=1)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  assert not np.allclose(part, full, atol=1e-5)  # the other positions are not computed
