@@ -189,11 +189,10 @@ def loss_fn(params, model: DiffGRM, batch, key, config, train=True):
 AUTO_SLICE_ROWS = 32
 # ... and at least this many for histories longer than AUTO_LONG_HISTORY items. A slice's
 # activations grow with its history (encoder, cross-attention): 16-row slices halve the
-# step's temporary memory (96 against 187 MiB per device at history 50, 2 devices), which
-# keeps training's peak RSS at half the released code's. Speed, one device: faster at
-# history 50 (199 against 187 rows/s), slower at 16 and 32 (302 against 324, 231 against
-# 237), where 32-row slices raised the peak (1.21-1.29 against 1.13 GB side by side);
-# benchmarks/results/speed.md.
+# step's temporary memory (96 against 187 MiB per device at history 50, 2 devices).
+# Speed, one device: faster at history 50 (199 against 187 rows/s), slower at 16 and 32
+# (302 against 324, 231 against 237): about 1% of the Sports mix of buckets, not enough
+# to give up the smaller slices' memory (benchmarks/results/speed.md).
 AUTO_SLICE_ROWS_LONG = 16
 AUTO_LONG_HISTORY = 8
 
