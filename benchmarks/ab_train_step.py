@@ -1,10 +1,9 @@
 """Train-step variants side by side in one process: rows/s, the variants alternating.
 
 This machine's speed drifts between minutes, so variants are compared only within one
-process, round robin: every (history bucket, micro-batches, dropout, XLA options, layers, last block) case is
-compiled and
-warmed up first, then each round runs --steps steps of every case in turn; the median
-over rounds is printed.
+process, round robin: every (history bucket, micro-batches, dropout, XLA options, layers,
+last block) case is compiled and warmed up first, then each round runs --steps steps of
+every case in turn; the median over rounds is printed.
 
   python benchmarks/ab_train_step.py --micro_batches=1,4,8            # slices per step
   python benchmarks/ab_train_step.py --dropout=flax,16bit --micro_batches=1
