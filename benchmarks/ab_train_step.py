@@ -39,10 +39,10 @@ flags.DEFINE_string("layers", "package",
                     "Comma-separated layer sources: 'package', or the path of a model.py from "
                     "another checkout (e.g. a `git worktree` of an earlier commit), whose `Block` "
                     "(and every layer below it) replaces the package's.")
-flags.DEFINE_string("last_block", "masked",
-                    "Comma-separated: 'masked' (the package: the decoder's last block at the "
-                    "masked digits only, where the masking strategy fixes their number) or "
-                    "'full' (every position, as before that change).")
+flags.DEFINE_string("last_block", "full",
+                    "Comma-separated: 'masked' (train.masked_last_block=True: the decoder's "
+                    "last block at the masked digits only, where the masking strategy fixes "
+                    "their number) or 'full' (every position, the default).")
 flags.DEFINE_integer("rounds", 4, "Round-robin rounds.")
 flags.DEFINE_integer("steps", 3, "Steps per case per round.")
 FLAGS = flags.FLAGS
@@ -84,7 +84,6 @@ def main(argv):
   del argv
   from diffgrm_jax import compile_options
   from diffgrm_jax import dropout as drop_lib
-  from diffgrm_jax import masking
   from diffgrm_jax import model as model_lib
   impls = {"16bit": drop_lib.Dropout, "flax": FlaxDropout}
   config = profile_step._CONFIG.value
@@ -92,8 +91,6 @@ def main(argv):
   package_default = compile_options._OPTIONS.get(key)
   package_block = model_lib.Block
   blocks = {src: _blocks(src, package_block) for src in FLAGS.layers.split(",")}
-  package_count = masking.masked_count
-  counts = {"masked": package_count, "full": lambda *a: None}
   cases = {}
   for bucket, micro, drop, opts, layers, last in itertools.product(
       [int(x) for x in FLAGS.buckets_ab.split(",")],
@@ -103,7 +100,7 @@ def main(argv):
     # Both read when the step is traced, just below.
     model_lib.Dropout = impls[drop]
     model_lib.Block = blocks[layers]
-    masking.masked_count = counts[last]
+    config.train.masked_last_block = {"masked": True, "full": False}[last]
     chosen = _option_set(opts, package_default)
     if chosen is None:
       compile_options._OPTIONS.pop(key, None)
@@ -113,7 +110,6 @@ def main(argv):
     jax.block_until_ready(run())
     cases[(bucket, micro, drop, opts, layers, last)] = run
   model_lib.Dropout = drop_lib.Dropout
-  masking.masked_count = package_count
   model_lib.Block = package_block
   if package_default is None:
     compile_options._OPTIONS.pop(key, None)

@@ -165,11 +165,13 @@ def _loss_terms_fn(params, model: DiffGRM, batch, key, config, train=True):
   enc = model.apply(variables, batch["hist_sids"], batch["hist_mask"], deterministic=not train,
                     rngs={"dropout": k_enc}, method=DiffGRM.encode)
   codes, known, masked = views_for_batch(model, params, enc, batch, k_mask, config)
-  # The loss reads the masked digits only: where the strategy fixes how many there are,
-  # the last decoder block computes those (10 of 16 positions for 4 digits), exactly.
+  # The loss reads the masked digits only: with `train.masked_last_block`, where the
+  # strategy fixes how many there are, the last decoder block computes those alone (10 of
+  # 16 positions for 4 digits).
   count = masking.masked_count(config.masking.strategy, masked.shape[-1])
   rows = None
-  if model.kind == "diffgrm" and count is not None and count < masked[0].size:
+  enabled = (config.get("train") or {}).get("masked_last_block", False)
+  if enabled and model.kind == "diffgrm" and count is not None and count < masked[0].size:
     rows = masking.masked_rows(masked, count)
   logits = model.apply(variables, enc, batch["hist_mask"], codes, known, deterministic=not train,
                        rngs={"dropout": k_dec}, method=DiffGRM.decode, query_rows=rows)

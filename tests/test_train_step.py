@@ -61,9 +61,10 @@ def test_loss_counts_only_masked_digits(config):
 @pytest.mark.parametrize("strategy,reduction", [("guided", "pooled"), ("sequential", "view_mean")])
 def test_last_block_at_masked_digits_gives_the_full_loss_and_gradient(monkeypatch, strategy,
                                                                     reduction):
-  """Training computes the last decoder block at the masked digits only; the loss and
-  gradient equal those of the full decoder (`masked_count` None runs the full pass)."""
-  config = tiny_config(**{"masking.strategy": strategy, "masking.reduction": reduction})
+  """With `train.masked_last_block` training computes the last decoder block at the masked
+  digits only; the loss and gradient equal those of the full decoder."""
+  config = tiny_config(**{"masking.strategy": strategy, "masking.reduction": reduction,
+                          "train.masked_last_block": True})
   model = model_lib.from_config(config)
   batch = random_batch(np.random.default_rng(0))
   params = jax.jit(model.init)(jax.random.key(0), batch["hist_sids"], batch["hist_mask"],
@@ -75,7 +76,7 @@ def test_last_block_at_masked_digits_gives_the_full_loss_and_gradient(monkeypatc
       params, model, batch, jax.random.key(1), config, train=False)
   part_loss, part_grads = value_and_grad()
   assert calls  # the restricted pass ran
-  monkeypatch.setattr(step_lib.masking, "masked_count", lambda *a: None)
+  config.train.masked_last_block = False
   full_loss, full_grads = value_and_grad()
   assert len(calls) == 1
   np.testing.assert_allclose(float(part_loss), float(full_loss), rtol=1e-6)
