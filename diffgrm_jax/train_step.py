@@ -168,11 +168,11 @@ def _loss_terms_fn(params, model: DiffGRM, batch, key, config, train=True):
   # The loss reads the masked digits only: with `train.masked_last_block`, where the
   # strategy fixes how many there are, the last decoder block computes those alone (10 of
   # 16 positions for 4 digits).
-  count = masking.masked_count(config.masking.strategy, masked.shape[-1])
   rows = None
-  enabled = (config.get("train") or {}).get("masked_last_block", False)
-  if enabled and model.kind == "diffgrm" and count is not None and count < masked[0].size:
-    rows = masking.masked_rows(masked, count)
+  if (config.get("train") or {}).get("masked_last_block", False) and model.kind == "diffgrm":
+    count = masking.masked_count(config.masking.strategy, masked.shape[-1])
+    if count is not None and count < masked[0].size:
+      rows = masking.masked_rows(masked, count)
   logits = model.apply(variables, enc, batch["hist_mask"], codes, known, deterministic=not train,
                        rngs={"dropout": k_dec}, method=DiffGRM.decode, query_rows=rows)
   tok = token_losses(logits, batch["target_sid"], config.masking.label_smoothing)
