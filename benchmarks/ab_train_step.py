@@ -13,7 +13,8 @@ every case in turn; the median over rounds is printed.
 
 Sports-recipe model with random weights and random inputs (benchmarks/profile_step.py's
 train case), batch 256. `--dropout=flax` swaps in `flax.linen.Dropout` (32 random bits
-per element) for the model's 16-bit `diffgrm_jax.dropout.Dropout`.
+per element) for the model's 16-bit `diffgrm_jax.dropout.Dropout`, `--dropout=threefry16`
+the model's Dropout with threefry words instead of its counter hash.
 """
 
 import importlib.util
@@ -30,7 +31,9 @@ import profile_step  # benchmarks/profile_step.py: the train case and the --conf
 
 flags.DEFINE_string("buckets_ab", "8,50", "Comma-separated history lengths.")
 flags.DEFINE_string("micro_batches", "1,8", "Comma-separated train.micro_batches values.")
-flags.DEFINE_string("dropout", "16bit", "Comma-separated dropout implementations: 16bit, flax.")
+flags.DEFINE_string("dropout", "16bit",
+                    "Comma-separated dropout implementations: 16bit (the package's), "
+                    "threefry16 (16 bits per element from threefry words), flax.")
 flags.DEFINE_string("options", "default",
                     "Comma-separated XLA option sets for the train step: 'default' (the package's "
                     "own, diffgrm_jax/compile_options.py), 'none', or option=value pairs joined "
@@ -57,6 +60,15 @@ class FlaxDropout(nn.Module):
     return nn.Dropout(self.rate)(x, deterministic=deterministic)
 
 
+def _threefry_dropout():
+  """The package's Dropout with its words from threefry (`jax.random.bits`), as before."""
+  from diffgrm_jax import dropout as drop_lib
+
+  class ThreefryDropout(drop_lib.Dropout):
+    words = staticmethod(drop_lib.threefry_words)
+  return ThreefryDropout
+
+
 def _option_set(spec, package_default):
   """'default' | 'none' | 'opt=value+opt=value' -> the train step's XLA options (or None)."""
   if spec == "default":
@@ -70,14 +82,14 @@ def _option_set(spec, package_default):
   return parsed
 
 
-def _blocks(source, package_block):
-  """The `Block` class of a layer source (see --layers)."""
+def _blocks(source, package_model):
+  """(module, its `Block` class) of a layer source (see --layers)."""
   if source == "package":
-    return package_block
+    return package_model, package_model.Block
   spec = importlib.util.spec_from_file_location(f"layers_{abs(hash(source))}", source)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.Block
+  return module, module.Block
 
 
 def main(argv):
@@ -85,12 +97,12 @@ def main(argv):
   from diffgrm_jax import compile_options
   from diffgrm_jax import dropout as drop_lib
   from diffgrm_jax import model as model_lib
-  impls = {"16bit": drop_lib.Dropout, "flax": FlaxDropout}
+  impls = {"16bit": drop_lib.Dropout, "threefry16": _threefry_dropout(), "flax": FlaxDropout}
   config = profile_step._CONFIG.value
   key = ("train", jax.default_backend())
   package_default = compile_options._OPTIONS.get(key)
   package_block = model_lib.Block
-  blocks = {src: _blocks(src, package_block) for src in FLAGS.layers.split(",")}
+  blocks = {src: _blocks(src, model_lib) for src in FLAGS.layers.split(",")}
   cases = {}
   for bucket, micro, drop, opts, layers, last in itertools.product(
       [int(x) for x in FLAGS.buckets_ab.split(",")],
@@ -98,8 +110,10 @@ def main(argv):
       FLAGS.options.split(","), blocks, FLAGS.last_block.split(",")):
     config.train.micro_batches = micro
     # Both read when the step is traced, just below.
-    model_lib.Dropout = impls[drop]
-    model_lib.Block = blocks[layers]
+    # The layers' own module reads `Dropout` at trace time too (an older model.py imported
+    # the package's class by name).
+    module, model_lib.Block = blocks[layers]
+    model_lib.Dropout = module.Dropout = impls[drop]
     config.train.masked_last_block = {"masked": True, "full": False}[last]
     chosen = _option_set(opts, package_default)
     if chosen is None:

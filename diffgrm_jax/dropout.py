@@ -1,12 +1,26 @@
-"""Dropout that spends 16 random bits per element: two elements from each 32-bit draw.
+"""Dropout that spends 16 random bits per element, from a counter hash keyed per call.
 
-`flax.linen.Dropout` draws a 32-bit word per element (`jax.random.bernoulli`). On CPU the
-threefry2x32 generator behind those words is the costliest elementwise work of the train
-step (a fifth of it for the Sports recipe), and 16 bits decide a keep probability to
-2**-16 just as well. Here each element compares its 16 bits with
-`round(keep * 2**16)` and kept values are scaled by `2**16 / that`, the inverse of the
-keep probability actually drawn, so the expected output equals the input exactly; the
-rate itself is honoured to 2**-16 (0.1 draws 0.1000061).
+`flax.linen.Dropout` draws a 32-bit threefry2x32 word per element
+(`jax.random.bernoulli`). On CPU that generator is the costliest elementwise work of the
+train step: threefry spends 20 rounds of add-rotate-xor on each pair of words. Two
+savings, each measured in benchmarks/results/speed.md:
+
+- 16 bits decide a keep probability to 2**-16 just as well as 32, so each 32-bit word
+  decides two elements (its low and high halves).
+- The words are a keyed hash of their position, not threefry output: each call draws
+  two 32-bit seeds from its key with threefry (the module's 'dropout' stream, so keys
+  fold and split exactly as flax's do), then word i is
+  `mix(mix(i ^ seed0) ^ seed1)`, where `mix` is an xor-shift-multiply integer finaliser
+  (Wellons' `lowbias32` shape with his better constants). Ten integer operations per
+  word against threefry's ~50. `mix` is a bijection of 32-bit words with full avalanche
+  (each input bit flips each output bit with probability ~1/2), so distinct positions
+  give distinct, uncorrelated words; tests/test_dropout.py checks the keep rate,
+  neighbour and lag independence and seed-to-seed independence.
+
+Each element compares its 16 bits with `round(keep * 2**16)` and kept values are scaled
+by `2**16 / that`, the inverse of the keep probability actually drawn, so the expected
+output equals the input exactly; the rate itself is honoured to 2**-16 (0.1 draws
+0.1000061).
 
 Same interface as `flax.linen.Dropout` for what the model uses: `Dropout(rate)(x,
 deterministic=...)`, randomness from the module's 'dropout' rng stream.
@@ -25,15 +39,37 @@ def keep_threshold(rate):
   return int(round((1.0 - float(rate)) * _LEVELS))
 
 
-def keep_mask(key, threshold, shape):
+def mix(x):
+  """uint32 -> uint32 bijection with full avalanche: xor-shift, multiply, twice, xor-shift."""
+  x = x ^ (x >> np.uint32(16))
+  x = x * np.uint32(0x21F0AAAD)
+  x = x ^ (x >> np.uint32(15))
+  x = x * np.uint32(0x735A2D97)
+  return x ^ (x >> np.uint32(15))
+
+
+def hashed_words(key, shape):
+  """uint32[shape]: word i (row-major position) is mix(mix(i ^ s0) ^ s1), (s0, s1) drawn from key."""
+  seeds = jax.random.bits(key, (2,), jnp.uint32)
+  # Positions as uint32: one call never draws 2**32 words (that would be 16 GiB of them).
+  position = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape)
+  return mix(mix(position ^ seeds[0]) ^ seeds[1])
+
+
+def threefry_words(key, shape):
+  """uint32[shape] from the key's own generator (`jax.random.bits`): the slower reference."""
+  return jax.random.bits(key, shape, jnp.uint32)
+
+
+def keep_mask(key, threshold, shape, words=hashed_words):
   """bool[shape], each True independently with probability threshold / 2**16.
 
   Bits along the last axis come in pairs from one 32-bit word (low half, high half); an
   odd last axis drops the final high half.
   """
   *lead, last = shape
-  words = jax.random.bits(key, (*lead, (last + 1) // 2), jnp.uint32)
-  halves = jnp.stack([words & np.uint32(_LEVELS - 1), words >> np.uint32(16)], axis=-1)
+  w = words(key, (*lead, (last + 1) // 2))
+  halves = jnp.stack([w & np.uint32(_LEVELS - 1), w >> np.uint32(16)], axis=-1)
   halves = halves.reshape(*lead, 2 * ((last + 1) // 2))[..., :last]
   return halves < np.uint32(threshold)
 
@@ -41,6 +77,8 @@ def keep_mask(key, threshold, shape):
 class Dropout(nn.Module):
   """Inverted dropout: zero each element with probability `rate`, scale the rest up."""
   rate: float
+  # Where the 32-bit words come from (benchmarks swap in `threefry_words`).
+  words = staticmethod(hashed_words)
 
   @nn.compact
   def __call__(self, x, deterministic):
@@ -49,5 +87,5 @@ class Dropout(nn.Module):
     threshold = keep_threshold(self.rate)
     if threshold == 0:
       return jnp.zeros_like(x)
-    keep = keep_mask(self.make_rng("dropout"), threshold, x.shape)
+    keep = keep_mask(self.make_rng("dropout"), threshold, x.shape, self.words)
     return jnp.where(keep, x * jnp.asarray(_LEVELS / threshold, x.dtype), jnp.zeros((), x.dtype))
