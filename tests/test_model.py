@@ -147,3 +147,18 @@ def test_query_rows_give_the_full_logits_there():
   want = np.take_along_axis(flat(full), rows[..., None], axis=1)
   np.testing.assert_allclose(got, want, atol=1e-5)
   assert not np.allclose(part, full, atol=1e-5)  # the other positions are not computed
+
+
+def test_gelu_is_the_exact_gelu_with_its_gradient():
+  # Independent reference: x * Phi(x) from Python's math.erf in double precision, and its
+  # derivative Phi(x) + x * phi(x).
+  import math
+  from diffgrm_jax.model import gelu
+  x = np.linspace(-12.0, 12.0, 4801)
+  phi = np.array([0.5 * (1.0 + math.erf(v / math.sqrt(2.0))) for v in x])
+  want = x * phi
+  dwant = phi + x * np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
+  got = np.asarray(gelu(jnp.asarray(x, jnp.float32)))
+  np.testing.assert_allclose(got, want, atol=2e-6, rtol=1e-6)
+  dgot = np.asarray(jax.vmap(jax.grad(gelu))(jnp.asarray(x, jnp.float32)))
+  np.testing.assert_allclose(dgot, dwant, atol=2e-6, rtol=1e-5)
