@@ -8,15 +8,21 @@ bitmask of known digits and `bits` the bits per code; it covers every partial wi
 most N-1 known digits (a complete SID uses `pack_full_key`).
 
 The structure is sparse (compressed rows): one sorted table of the keys of every partial
-that some catalogue item matches, and for each (key, still-masked digit d) the sorted
-list of codes of d that a matching item has, stored as offsets into one flat code array.
-Its size is linear in the catalogue: for N = 4 about 8 keys, 16 offsets and 33 codes per
-unique SID once the catalogue is large (~100 bytes per SID; 2M SIDs take ~0.2 GB),
-against a dense bitset of N*C bits per key (~1 KB per SID).
+that some catalogue item matches, and for each (key, still-masked digit d) one row of a
+flat array of codes (uint8 for C <= 256), located by an offsets array. A row holds
+either the sorted list of the legal codes of d (at most 8 of them for C <= 1024) or,
+for more, a C-bit bitset (32 bytes for C = 256); the row's length tells which (a list is
+always shorter). No row takes more than 4 entries per legal code, so the size stays
+linear in the catalogue: for N = 4 about 8 keys, 16 offsets and ~35 code bytes per unique SID once
+the catalogue is large (~100 bytes per SID; 2M SIDs take ~0.2 GB), against a dense
+bitset of N*C bits per key (~1 KB per SID).
 
-A lookup (`legal_mask`) costs one `searchsorted` per partial, one gather of N offset
-pairs and one gather of N*C codes, which are then scattered into the [N, C] mask: the
-work per partial does not depend on the catalogue's size, only the binary search's depth.
+A lookup (`legal_mask`) costs one `searchsorted` per partial and, per digit, one gather
+of two offsets and one of a bitset's width of entries; a list's codes (at most 8) are
+scattered into the mask, a bitset's bits read in place. An earlier form gathered and
+scattered C entries per digit, lists or not: 2M of them per decoding step at beam 32.
+The work per partial depends on the catalogue's size only through the binary search's
+depth.
 """
 
 from typing import NamedTuple
@@ -65,11 +71,59 @@ class LegalityTables(NamedTuple):
   """Device-side legality structure (a pytree, passed to the jitted decoder)."""
   keys: jax.Array  # uint32 [K], sorted partial-SID keys
   offsets: jax.Array  # int32 [K*N + 1]; codes of (key k, digit d): codes[off[k*N+d]:off[k*N+d+1]]
-  codes: jax.Array  # uint8 (uint16 / int32 for larger codebooks) [M], ascending within a row
+  codes: jax.Array  # uint8 (uint16 / int32 for larger codebooks) [M]: per row a sorted list or a bitset
 
 
 def _code_dtype(codebook_size):
   return np.uint8 if codebook_size <= 256 else np.uint16 if codebook_size <= 65536 else np.int32
+
+
+def bitset_width(codebook_size):
+  """Entries of the code dtype that hold one C-bit bitset: a row with this many legal codes
+  or more is stored as the bitset (bit c of entry c // b, b the dtype's bits)."""
+  bits = np.dtype(_code_dtype(codebook_size)).itemsize * 8
+  return -(-int(codebook_size) // bits)
+
+
+# Longest code list a row keeps (for C <= 1024); a row with more legal codes stores the
+# bitset (32 bytes for C = 256). Short lists keep the lookup's list work small (one
+# compare per (listed code, 32-bit word)); few rows have 9 to 31 codes, so storing those
+# as bitsets costs 2-4% more memory (benchmarks/results/speed.md).
+LIST_MAX = 8
+
+
+def list_max(codebook_size):
+  """Most codes a row stores as a list: LIST_MAX, or a quarter of the bitset's width for
+  wide codebooks, so that a bitset row never takes more than 4 entries per code."""
+  return max(LIST_MAX, -(-bitset_width(codebook_size) // 4))
+
+
+def _rows(entries, n_rows, codebook_size):
+  """Sorted unique flat entries row * C + code -> (offsets, codes) with one row each: the
+  code list, or the bitset when the row has more than `list_max` codes (or at least
+  `bitset_width`, so that a list is always shorter than a bitset)."""
+  c = int(codebook_size)
+  dtype = np.dtype(_code_dtype(c))
+  width, bits = bitset_width(c), dtype.itemsize * 8
+  row, code = entries // c, entries % c
+  counts = np.bincount(row, minlength=n_rows)
+  as_bitset = counts >= min(width, list_max(c) + 1)
+  offsets = np.concatenate([[0], np.cumsum(np.where(as_bitset, width, counts))])
+  if offsets[-1] >= 2 ** 31:
+    raise ValueError(f"catalogue too large for 32-bit legality offsets ({offsets[-1]} entries)")
+  out = np.zeros(offsets[-1], np.uint64)
+  first = np.concatenate([[0], np.cumsum(counts)])[:-1]  # each row's first entry
+  listed = ~as_bitset[row]
+  out[(offsets[row] + np.arange(len(entries)) - first[row])[listed]] = code[listed]
+  # Bitset rows: codes are sorted and distinct, so the bits of one entry are consecutive
+  # codes and their sum is their OR.
+  pos = (offsets[row] + code // bits)[~listed]
+  if len(pos):
+    starts = np.flatnonzero(np.concatenate([[True], pos[1:] != pos[:-1]]))
+    out[pos[starts]] = np.add.reduceat(np.uint64(1) << (code[~listed] % bits).astype(np.uint64),
+                                       starts)
+  unsigned = np.dtype(f"uint{bits}")
+  return offsets.astype(np.int32), out.astype(unsigned).view(dtype)
 
 
 def _sorted_unique(x):
@@ -98,11 +152,7 @@ def build(uniq, codebook_size):
     start += len(kp)
   keys = np.concatenate(key_blocks) if len(uniq) else np.zeros(0, np.uint32)
   entries = np.concatenate(entry_blocks) if len(uniq) else np.zeros(0, np.int64)
-  if len(entries) >= 2 ** 31:
-    raise ValueError(f"catalogue too large for 32-bit legality offsets ({len(entries)} entries)")
-  counts = np.bincount(entries // c, minlength=len(keys) * n)
-  offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-  codes = (entries % c).astype(_code_dtype(c))
+  offsets, codes = _rows(entries, len(keys) * n, c)
   if not len(keys):  # empty catalogue: one key that matches nothing
     keys, offsets = np.array([_NO_KEY], np.uint32), np.zeros(n + 1, np.int32)
   if not len(codes):
@@ -139,15 +189,25 @@ def legal_mask(tables, codes, known, n_digit, codebook_size):
     found = tables.keys[idx] == key
     row = idx[..., None] * n + jnp.arange(n)  # [..., N]
     lo = tables.offsets[row]
-    count = jnp.where(found[..., None] & ~known, tables.offsets[row + 1] - lo, 0)
-    j = jnp.arange(c)
-    src = jnp.minimum(lo[..., None] + j, tables.codes.shape[0] - 1)  # [..., N, C]
-    code = jnp.where(j < count[..., None], tables.codes[src].astype(jnp.int32), c)
-    # Scatter the listed codes into a row of C + 1 (column C takes the unused slots).
-    flat = code.reshape(-1, c)
-    rows = jnp.arange(flat.shape[0])[:, None]
-    mask = jnp.zeros((flat.shape[0], c + 1), bool).at[rows, flat].set(True)
-    return mask[:, :c].reshape(*codes.shape[:-1], n, c)
+    length = jnp.where(found[..., None] & ~known, tables.offsets[row + 1] - lo, 0)
+    width = bitset_width(c)
+    entry_bits = tables.codes.dtype.itemsize * 8
+    src = jnp.minimum(lo[..., None] + jnp.arange(width), tables.codes.shape[0] - 1)
+    raw = tables.codes[src].astype(jnp.uint32)  # [..., N, width]
+    # List rows: scatter the listed codes into a row of C + 1 (column C takes the slots past
+    # the list's end). A scatter's result is materialised, so its work is done once per
+    # row; expressions fused into the mask's consumers are recomputed per element.
+    listed = raw[..., :min(width, list_max(c))].astype(jnp.int32)
+    listed = jnp.where(jnp.arange(listed.shape[-1]) < length[..., None], listed, c)
+    flat = listed.reshape(-1, listed.shape[-1])
+    from_list = jnp.zeros((flat.shape[0], c + 1), bool).at[
+        jnp.arange(flat.shape[0])[:, None], flat].set(True)
+    from_list = from_list[:, :c].reshape(*codes.shape[:-1], n, c)
+    # Bitset rows: bit j of the row is bit j % b of its entry j // b.
+    j = np.arange(c)
+    entry = raw[..., j // entry_bits]  # [..., N, C]
+    from_bitset = (entry >> jnp.asarray((j % entry_bits).astype(np.uint32))) & np.uint32(1)
+    return jnp.where((length == width)[..., None], from_bitset == 1, from_list)
 
 
 def build_dense(uniq, codebook_size):

@@ -1,6 +1,6 @@
 """Tests of diffgrm_jax.legality: the sparse tables give exactly the brute-force legal mask
 (and the dense bitset's) for every known-digit pattern, with collisions, padding, a large
-catalogue and a codebook wider than one byte."""
+catalogue (rows stored as code lists and as bitsets) and a codebook wider than one byte."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -85,6 +85,12 @@ def test_large_catalogue(n, c):
   keys, offsets, codes_flat = legality.build(np.unique(items, axis=0), c)
   assert codes_flat.dtype == (np.uint8 if c <= 256 else np.uint16)
   assert len(codes_flat) > 100_000 and offsets[-1] == len(codes_flat)
+  # Both row forms occur: short code lists and bitsets (of bitset_width entries).
+  lengths = np.diff(offsets)
+  width = legality.bitset_width(c)
+  assert (lengths == width).sum() > 100
+  assert ((lengths > 0) & (lengths <= legality.list_max(c))).sum() > 10_000
+  assert not ((lengths > legality.list_max(c)) & (lengths != width)).any()
   codes, known = _queries(rng, items, 300, c)
   np.testing.assert_array_equal(_sparse_mask(items, codes, known, c),
                                 _brute_force(items, codes, known, c))
