@@ -13,9 +13,9 @@ flat array of codes (uint8 for C <= 256), located by an offsets array. A row hol
 either the sorted list of the legal codes of d (at most 8 of them for C <= 1024) or,
 for more, a C-bit bitset (32 bytes for C = 256); the row's length tells which (a list is
 always shorter). No row takes more than 4 entries per legal code, so the size stays
-linear in the catalogue: for N = 4 about 8 keys, 16 offsets and ~35 code bytes per unique SID once
-the catalogue is large (~100 bytes per SID; 2M SIDs take ~0.2 GB), against a dense
-bitset of N*C bits per key (~1 KB per SID).
+linear in the catalogue: for N = 4 about 8 keys, 16 offsets and ~35 code bytes per
+unique SID once the catalogue is large (~100 bytes per SID; 2M SIDs take ~0.2 GB),
+against a dense bitset of N*C bits per key (~1 KB per SID).
 
 A lookup (`legal_mask`) costs one `searchsorted` per partial and, per digit, one gather
 of two offsets and one of a bitset's width of entries; a list's codes (at most 8) are
@@ -86,9 +86,9 @@ def bitset_width(codebook_size):
 
 
 # Longest code list a row keeps (for C <= 1024); a row with more legal codes stores the
-# bitset (32 bytes for C = 256). Short lists keep the lookup's list work small (one
-# compare per (listed code, 32-bit word)); few rows have 9 to 31 codes, so storing those
-# as bitsets costs 2-4% more memory (benchmarks/results/speed.md).
+# bitset (32 bytes for C = 256). Short lists keep the lookup's scatter small (8 codes per
+# digit); few rows have 9 to 31 codes, so storing those as bitsets costs 1-4% more memory
+# (benchmarks/results/speed.md).
 LIST_MAX = 8
 
 
