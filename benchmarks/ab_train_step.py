@@ -42,10 +42,10 @@ flags.DEFINE_string("layers", "package",
                     "Comma-separated layer sources: 'package', or the path of a model.py from "
                     "another checkout (e.g. a `git worktree` of an earlier commit), whose `Block` "
                     "(and every layer below it) replaces the package's.")
-flags.DEFINE_string("last_block", "full",
-                    "Comma-separated: 'masked' (train.masked_last_block=True: the decoder's "
-                    "last block at the masked digits only, where the masking strategy fixes "
-                    "their number) or 'full' (every position, the default).")
+flags.DEFINE_string("last_block", "masked",
+                    "Comma-separated: 'masked' (train.masked_last_block=True, the package's "
+                    "default: the decoder's last block at the masked digits only, where the "
+                    "masking strategy fixes their number) or 'full' (every position).")
 flags.DEFINE_integer("rounds", 4, "Round-robin rounds.")
 flags.DEFINE_integer("steps", 3, "Steps per case per round.")
 FLAGS = flags.FLAGS
