@@ -79,8 +79,8 @@ def _code_dtype(codebook_size):
 
 
 def bitset_width(codebook_size):
-  """Entries of the code dtype that hold one C-bit bitset: a row with this many legal codes
-  or more is stored as the bitset (bit c of entry c // b, b the dtype's bits)."""
+  """Entries of the code dtype that hold one C-bit bitset (bit c in entry c // b, b the
+  dtype's bits). A row's length equals it exactly when the row is a bitset."""
   bits = np.dtype(_code_dtype(codebook_size)).itemsize * 8
   return -(-int(codebook_size) // bits)
 
