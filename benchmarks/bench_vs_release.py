@@ -5,7 +5,8 @@ Setup of the release (once; torch on CPU is enough):
   git clone https://github.com/liuzhao09/DiffGRM /path/to/DiffGRM
   git -C /path/to/DiffGRM checkout ad7b971
   python3 -m venv /path/to/release_venv
-  /path/to/release_venv/bin/pip install torch numpy pyyaml tqdm accelerate transformers
+  /path/to/release_venv/bin/pip install torch numpy pyyaml tqdm accelerate transformers \
+      datasets requests tiktoken
 
 Run (from the repository root, with this package's environment; Sports data prepared):
 

@@ -93,6 +93,7 @@ class Catalogue:
     return np.where(ok, idx, -1).astype(np.int32)
 
 
-def legal_mask(tables, codes, known, n_digit, codebook_size):
-  """Legal next (digit, code) pairs of partial SIDs: codes/known [..., N] -> bool [..., N, C]."""
-  return legality.legal_mask(tables, codes, known, n_digit, codebook_size)
+def legal_mask(tables, codes, known, n_digit, codebook_size, digits=None):
+  """Legal next (digit, code) pairs of partial SIDs: codes/known [..., N] -> bool [..., N, C]
+  (with `digits` int [..., M]: those digits only, [..., M, C])."""
+  return legality.legal_mask(tables, codes, known, n_digit, codebook_size, digits)

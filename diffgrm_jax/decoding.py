@@ -2,13 +2,15 @@
 
 Shapes: B = users, W = beams per user, N = n_digit, C = codebook_size, K = top_k.
 
-Every strategy is one jitted function: the encoder runs once per user, step 0 (all
-beams share the all-masked input) runs once per user with one beam, and the remaining
-N - 1 fill steps are a `lax.scan` whose carry is W beams per user (confidence: steps
-1 .. N-2 in the scan, the last step after it). Each step asks the model for the logits of
-the digits it can fill only (`DiffGRM.decode(query_digits=...)`): one digit for the
-fixed orders and for confidence's last step, N - 1 before it, so the last decoder block
-skips the others (exact; 5-16% of a step's arithmetic). Scores are sums of
+Every strategy is one jitted function: the encoder runs once per user, then what every
+step shares (cross-attention over the history and the first block's self-attention rows,
+folded into their projections: `DiffGRM.decode_context`), step 0 (all beams share the
+all-masked input) once per user with one beam, and the remaining N - 1 fill steps are a
+`lax.scan` whose carry is W beams per user (confidence: steps 1 .. N-2 in the scan, the
+last step after it). Each step asks the model for the logits of the digits it can fill
+only (`DiffGRM.decode(query_digits=...)`): one digit for the fixed orders and for
+confidence's last step, N - 1 before it, so the last decoder block, the heads, the
+legality lookup and the top-k skip the others (exact). Scores are sums of
 per-step log-probabilities: `log_softmax` over the filled digit's C codes (normalised
 over all C codes), with extensions that no catalogue item matches set to -inf
 (`catalogue.legal_mask`), so an illegal partial SID is pruned the step it would appear,
@@ -214,14 +216,17 @@ class Decoder:
   def apply(self, variables, tables, hist_sids, hist_mask):
     model, n, c = self.model, self.model.n_digit, self.model.codebook_size
     enc = model.apply(variables, hist_sids, hist_mask, method=DiffGRM.encode)
+    # Cross-attention over each user's history and the first block's self-attention rows,
+    # folded into their projections once for every step (`DiffGRM.decode_context`).
+    context = model.apply(variables, enc, method=DiffGRM.decode_context)
     b = hist_sids.shape[0]
 
     def legal_log_probs(codes, known, query=None):
-      """[B, W, N] -> [B, W, N, C], -inf at illegal codes; with `query` int [B, W, M] only
-      those digits' entries are meaningful (the model computes its last block there only)."""
+      """[B, W, N] -> [B, W, N, C], -inf at illegal codes; with `query` int [B, W, M]: those
+      digits only, [B, W, M, C] (the model computes its last block there only)."""
       logits = model.apply(variables, enc, hist_mask, codes, known, query_digits=query,
-                           method=DiffGRM.decode)
-      ok = catalogue_lib.legal_mask(tables, codes, known, n, c)
+                           context=context, method=DiffGRM.decode)
+      ok = catalogue_lib.legal_mask(tables, codes, known, n, c, digits=query)
       if self.settings.renormalize:
         logits = jnp.where(ok, logits, -jnp.inf)
       # A (beam, digit) with no legal code (e.g. a known digit) stays all -inf, not NaN.
@@ -255,7 +260,7 @@ class Decoder:
       digit, known_t, width = xs
       known = jnp.broadcast_to(known_t, codes.shape)
       query = jnp.broadcast_to(digit, (b, w, 1))  # the one digit this step fills
-      cand = scores[..., None] + jnp.take(legal_log_probs(codes, known, query), digit, axis=2)
+      cand = scores[..., None] + legal_log_probs(codes, known, query)[:, :, 0]
       top, idx = jax.lax.top_k(cand.reshape(b, w * c), w)
       top = jnp.where(jnp.arange(w) < width, top, -jnp.inf)
       parent, code = idx // c, idx % c
@@ -275,22 +280,25 @@ class Decoder:
     digit, code = idx // c, idx % c
     known = jnp.arange(n) == digit[..., None]  # [B, W, N]
     codes = jnp.where(known, code[..., None], 0).astype(jnp.int32)
-    m = min(w * n * c, w * n)  # enough candidates for an exact merge (see module doc)
 
     def step(codes, known, scores, last):
       # Before the last step a beam has at least one known digit, so its N - 1 first
-      # still-masked digits are all it can fill; at the last step it has one.
+      # still-masked digits are all it can fill (at step t it has N - t: the slots past
+      # them hold known digits, which have no legal code); at the last step it has one.
+      # The model computes the queried digits alone.
       n_query = 1 if last else n - 1
       query = jnp.argsort(known, axis=-1, stable=True)[..., :n_query]  # masked digits first
-      lp = jnp.where(known[..., None], -jnp.inf, legal_log_probs(codes, known, query))
-      cand = scores[..., None, None] + lp
-      cand = cand.reshape(b, w, n * c)
+      cand = scores[..., None, None] + legal_log_probs(codes, known, query)  # [B, W, M, C]
+      cand = cand.reshape(b, w, n_query * c)
       if last and self.settings.greedy_last:  # the release: the last digit is each beam's argmax
         best = jnp.argmax(cand, axis=-1)
-        cand = jnp.where(jnp.arange(n * c) == best[..., None], cand, -jnp.inf)
-      top, idx = jax.lax.top_k(cand.reshape(b, w * n * c), m)
-      parent, digit, code = idx // (n * c), (idx // c) % n, idx % c
-      is_d = jnp.arange(n) == digit[..., None]
+        cand = jnp.where(jnp.arange(n_query * c) == best[..., None], cand, -jnp.inf)
+      # Enough candidates for an exact merge (see module doc).
+      m = min(w * n_query * c, w * n)
+      top, idx = jax.lax.top_k(cand.reshape(b, w * n_query * c), m)
+      parent, slot, code = idx // (n_query * c), (idx // c) % n_query, idx % c
+      digit = jnp.take_along_axis(_gather_beams(query, parent), slot[..., None], axis=-1)
+      is_d = jnp.arange(n) == digit
       new_codes = jnp.where(is_d, code[..., None], _gather_beams(codes, parent)).astype(jnp.int32)
       new_known = is_d | _gather_beams(known, parent)
       key = (catalogue_lib.pack_full_key(new_codes, bits, xp=jnp) if last else

@@ -174,8 +174,9 @@ def pad(keys, offsets, codes, n_digit, n_keys=None, n_codes=None):
   return keys, offsets, np.pad(codes, (0, n_codes - len(codes)))
 
 
-def legal_mask(tables, codes, known, n_digit, codebook_size):
-  """Legal next (digit, code) pairs of partial SIDs: codes/known [..., N] -> bool [..., N, C].
+def legal_mask(tables, codes, known, n_digit, codebook_size, digits=None):
+  """Legal next (digit, code) pairs of partial SIDs: codes/known [..., N] -> bool [..., N, C];
+  with `digits` int [..., M], those digits' rows only: bool [..., M, C].
 
   Known digits have no legal next code (all False). Partials with all N digits known
   are outside the contract (their key format is that of N-1 known digits).
@@ -187,9 +188,12 @@ def legal_mask(tables, codes, known, n_digit, codebook_size):
     n_keys = tables.keys.shape[0]
     idx = jnp.clip(jnp.searchsorted(tables.keys, key), 0, n_keys - 1)
     found = tables.keys[idx] == key
-    row = idx[..., None] * n + jnp.arange(n)  # [..., N]
+    if digits is None:
+      digits = jnp.broadcast_to(jnp.arange(n), known.shape)
+    row = idx[..., None] * n + digits  # [..., M]
     lo = tables.offsets[row]
-    length = jnp.where(found[..., None] & ~known, tables.offsets[row + 1] - lo, 0)
+    masked = ~jnp.take_along_axis(known, digits, axis=-1)
+    length = jnp.where(found[..., None] & masked, tables.offsets[row + 1] - lo, 0)
     width = bitset_width(c)
     entry_bits = tables.codes.dtype.itemsize * 8
     src = jnp.minimum(lo[..., None] + jnp.arange(width), tables.codes.shape[0] - 1)
@@ -202,10 +206,10 @@ def legal_mask(tables, codes, known, n_digit, codebook_size):
     flat = listed.reshape(-1, listed.shape[-1])
     from_list = jnp.zeros((flat.shape[0], c + 1), bool).at[
         jnp.arange(flat.shape[0])[:, None], flat].set(True)
-    from_list = from_list[:, :c].reshape(*codes.shape[:-1], n, c)
+    from_list = from_list[:, :c].reshape(*digits.shape, c)
     # Bitset rows: bit j of the row is bit j % b of its entry j // b.
     j = np.arange(c)
-    entry = raw[..., j // entry_bits]  # [..., N, C]
+    entry = raw[..., j // entry_bits]  # [..., M, C]
     from_bitset = (entry >> jnp.asarray((j % entry_bits).astype(np.uint32))) & np.uint32(1)
     return jnp.where((length == width)[..., None], from_bitset == 1, from_list)
 

@@ -63,6 +63,61 @@ def _fold_views(bias, n_views):
   return bias.reshape(bias.shape[0], *bias.shape[1 + n_views:])
 
 
+def _apply_layer_norm(x, p, eps=1e-5):
+  """`nn.LayerNorm` (flax's fast variance) applied with its params `p` outside the module."""
+  mean = x.mean(-1, keepdims=True)
+  var = jnp.maximum(0.0, jnp.square(x).mean(-1, keepdims=True) - jnp.square(mean))
+  return (x - mean) * (jax.lax.rsqrt(var + eps) * p["scale"]) + p["bias"]
+
+
+def fold_attention(p, kv, n_heads, dtype):
+  """An `Attention`'s keys and values over `kv` [B, K, D], folded into its projections.
+
+  With q = h Wq / sqrt(d), k = kv Wk, v = kv Wv per head, the logits q k^T are h (Wq k^T /
+  sqrt(d)) and the output sum_k w v Wo is sum_k w (v Wo): for a fixed `kv`, queries then
+  cost 2 H K D multiply-adds instead of 2 D^2 + 2 H K d (d = D / H): fewer while the keys
+  number K < D / (H - 1) (85 for D 256 and 4 heads; histories hold at most 50).
+  p: the module's params. Returns (qk [B, D, H * K], vo [B, H * K, D], out_bias [D]): heads
+  and keys as one axis, so that a row's queries take two plain matmuls.
+  """
+  b, n_keys, d = kv.shape
+  q, k, v, o = (p[name]["kernel"].astype(jnp.float32) for name in ("query", "key", "value", "out"))
+  kv = kv.astype(jnp.float32)
+  keys = jnp.einsum("bkd,dhe->bhke", kv, k)
+  qk = jnp.einsum("dhe,bhke->bdhk", q, keys) / jnp.sqrt(d // n_heads).astype(jnp.float32)
+  vo = jnp.einsum("bkd,dhe,hef->bhkf", kv, v, o)
+  return (qk.reshape(b, d, n_heads * n_keys).astype(dtype),
+          vo.reshape(b, n_heads * n_keys, d).astype(dtype), p["out"]["bias"].astype(dtype))
+
+
+def self_attention_rows(p, inputs, n_heads, dtype):
+  """A block's self-attention rows (`_attend_rows`) for each of `inputs` [..., D]: its
+  LayerNorm, then q (scaled), k and v [..., H, d]; and its output projection (kernel
+  [H, d, D], bias [D]). p: the block's params."""
+  a = p["self_attn"]
+  h = _apply_layer_norm(inputs.astype(jnp.float32), p["ln_self"])
+  q, k, v = (jnp.einsum("...d,dhe->...he", h, a[name]["kernel"].astype(jnp.float32)).astype(dtype)
+             for name in ("query", "key", "value"))
+  out = (a["out"]["kernel"].astype(dtype), a["out"]["bias"].astype(dtype))
+  return q / jnp.sqrt(q.shape[-1]).astype(dtype), k, v, out
+
+
+def _attend_folded(h, folded, bias, n_heads, dtype):
+  """Attention of queries h [B, *V, Q, D] over one row's folded keys/values
+  (`fold_attention`); bias broadcastable to [B, *V, H, Q, K]."""
+  qk, vo, out_bias = folded
+  shape = h.shape
+  flat = h.reshape(shape[0], -1, shape[-1])  # views into the query axis, as `Attention`
+  logits = jnp.einsum("bmd,bdj->bmj", flat, qk).astype(jnp.float32)
+  logits = logits.reshape(*flat.shape[:2], n_heads, -1)  # [B, V*Q, H, K]
+  bias = _fold_views(bias, len(shape) - 3)  # [B, H or 1, 1, K] or a scalar
+  if jnp.ndim(bias):
+    bias = jnp.swapaxes(bias, 1, 2)
+  weights = jax.nn.softmax(logits + bias, axis=-1).astype(dtype)
+  out = jnp.einsum("bmj,bjf->bmf", weights.reshape(flat.shape[:2] + (-1,)), vo)
+  return (out + out_bias).reshape(shape)
+
+
 class Attention(nn.Module):
   """Multi-head attention without QKV bias.
 
@@ -132,6 +187,15 @@ class Attention(nn.Module):
     return Dropout(self.dropout)(out, deterministic=deterministic)
 
 
+def _attend_rows(q, k, v, bias, dtype):
+  """Self-attention over a handful of positions from their rows q (scaled), k, v
+  [..., Q|K, H, d]; bias broadcastable to [..., H, Q, K] -> [..., Q, H, d], before the
+  output projection. Products and sums, as `Attention` does for a handful of keys."""
+  logits = jnp.moveaxis((q[..., :, None, :, :] * k[..., None, :, :, :]).sum(-1), -1, -3)
+  weights = jax.nn.softmax(logits.astype(jnp.float32) + bias, axis=-1).astype(dtype)
+  return (jnp.moveaxis(weights, -3, -1)[..., None] * v[..., None, :, :, :]).sum(-3)
+
+
 def gelu(x):
   """Exact GELU in the release's (torch's) form: x/2 * (1 + erf(x / sqrt 2)).
 
@@ -169,33 +233,54 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x, self_bias, deterministic, enc=None, cross_bias=None,
-               project_cross_kv=True, query_idx=None, query_rows=None):
+               project_cross_kv=True, query_idx=None, query_rows=None, self_rows=None,
+               folded_cross=None):
     """x: [B, *V, N, D] -> [B, *V, N, D], or [B, *V, M, D] with `query_idx` int [B, *V, M]:
     then only those positions are computed past the self-attention's keys and values
     (every position still serves as a key), and `self_bias` is [N, N] or a scalar.
     `query_rows` int [B, R] (x [B, V, N, D]): the same for R positions of the flattened
-    views, v * N + n, any number per view -> [B, R, 1, D]."""
+    views, v * N + n, any number per view -> [B, R, 1, D].
+
+    Inference only (`DiffGRM.decode_context`): `self_rows` = (q, k, v, (out_kernel,
+    out_bias)), the self-attention's per-position rows [B, *V, N, H, d] precomputed from
+    the block's input (`self_attention_rows`) and its output projection; `folded_cross` =
+    `fold_attention` of the cross-attention over `enc`.
+    """
     attn = lambda name: Attention(self.n_heads, self.d_model, self.dropout, self.dtype,
                                   self.attention_dropout, name=name)
-    h = _layer_norm("ln_self", self.dtype)(x)
-    if query_rows is not None:
-      n = x.shape[-2]
-      flat = lambda a: a.reshape(a.shape[0], -1, a.shape[-1])
-      pick = lambda a: jnp.take_along_axis(flat(a), query_rows[..., None], axis=1)[:, :, None]
-      if jnp.ndim(self_bias) == 2:  # [B, R, 1(H), 1(Q), N]: the queried digit's row
-        self_bias = jnp.take(self_bias, query_rows % n, axis=0)[:, :, None, None, :]
-      x = pick(x) + attn("self_attn")(pick(h), h, self_bias, deterministic,
-                                      kv_rows=query_rows // n)
-    elif query_idx is None:
-      x = x + attn("self_attn")(h, h, self_bias, deterministic)
-    else:
-      pick = lambda a: jnp.take_along_axis(a, query_idx[..., None], axis=-2)
+    if query_idx is not None:  # the positions computed past the self-attention's keys
+      pick = lambda a, tail=1: jnp.take_along_axis(
+          a, query_idx.reshape(query_idx.shape + (1,) * tail), axis=-1 - tail)
       if jnp.ndim(self_bias) == 2:  # rows of the queried positions, one head axis
         self_bias = jnp.take(self_bias, query_idx, axis=0)[..., None, :, :]
-      x = pick(x) + attn("self_attn")(pick(h), h, self_bias, deterministic)
+    if self_rows is not None:
+      assert deterministic and query_rows is None, "precomputed rows are for inference"
+      q, k, v, (out_kernel, out_bias) = self_rows
+      if query_idx is not None:
+        x, q = pick(x), pick(q, 2)
+      att = _attend_rows(q, k, v, self_bias, self.dtype)
+      x = x + jnp.einsum("...qhe,hef->...qf", att, out_kernel) + out_bias
+    else:
+      h = _layer_norm("ln_self", self.dtype)(x)
+      if query_rows is not None:
+        n = x.shape[-2]
+        flat = lambda a: a.reshape(a.shape[0], -1, a.shape[-1])
+        pick_rows = lambda a: jnp.take_along_axis(flat(a), query_rows[..., None], axis=1)[:, :, None]
+        if jnp.ndim(self_bias) == 2:  # [B, R, 1(H), 1(Q), N]: the queried digit's row
+          self_bias = jnp.take(self_bias, query_rows % n, axis=0)[:, :, None, None, :]
+        x = pick_rows(x) + attn("self_attn")(pick_rows(h), h, self_bias, deterministic,
+                                             kv_rows=query_rows // n)
+      elif query_idx is None:
+        x = x + attn("self_attn")(h, h, self_bias, deterministic)
+      else:
+        x = pick(x) + attn("self_attn")(pick(h), h, self_bias, deterministic)
     if self.cross:
       h = _layer_norm("ln_cross", self.dtype)(x)
-      x = x + attn("cross_attn")(h, enc, cross_bias, deterministic, project_cross_kv)
+      if folded_cross is not None:
+        assert deterministic and project_cross_kv, "folded keys/values are for inference"
+        x = x + _attend_folded(h, folded_cross, cross_bias, self.n_heads, self.dtype)
+      else:
+        x = x + attn("cross_attn")(h, enc, cross_bias, deterministic, project_cross_kv)
     h = _layer_norm("ln_mlp", self.dtype)(x)
     return x + Mlp(self.n_inner, self.d_model, self.dropout, self.dtype, name="mlp")(h, deterministic)
 
@@ -280,15 +365,43 @@ class DiffGRM(nn.Module):
       x = x * hist_mask[..., None].astype(x.dtype)
     return x
 
+  def decode_context(self, enc):
+    """What every decoding step of one batch shares, computed once (inference only).
+
+    enc: [B, L, D] -> {'cross': per decoder block, its cross-attention over `enc` folded
+    into its projections (`fold_attention`); 'rows': with kind 'diffgrm', the first
+    block's self-attention rows for every decoder input (`self_attention_rows`), [N, C + 1,
+    H, d] (C codes and the mask of each digit: a position's input is one of them), or
+    None}. Pass it as
+    `decode(..., context=)`: the logits are those without it, up to float rounding.
+    """
+    params = nn.meta.unbox(self.variables["params"])
+    if not self.mask_cross_attention:
+      enc = self._pad_release(enc)
+    cross = tuple(fold_attention(params[f"dec_{i}"]["cross_attn"], enc, self.n_heads, self.dtype)
+                  for i in range(self.n_dec_layers))
+    rows = None
+    if self.kind == "diffgrm":
+      inputs = jnp.concatenate([self._table(), self.mask_embedding.astype(self.dtype)[:, None]], 1)
+      rows = self_attention_rows(params["dec_0"], inputs, self.n_heads, self.dtype)
+    return {"cross": cross, "rows": rows}
+
+  def _pad_release(self, enc):
+    """The release pads every history to max_history_len and its zero rows take softmax
+    weight, so the count of padded slots matters: restore the missing ones (exact for any
+    length bucket, since a zero row has a zero key and value, projected or not)."""
+    n_pad = self.max_history_len - enc.shape[1]
+    return jnp.pad(enc, ((0, 0), (0, n_pad), (0, 0))) if n_pad > 0 else enc
+
   def decode(self, enc, hist_mask, codes, known, deterministic=True, project_cross_kv=True,
-             query_digits=None, query_rows=None):
+             query_digits=None, query_rows=None, context=None):
     """enc: [B, L, D]; codes, known: [B, V, N] -> logits float32 [B, V, N, C].
 
     `project_cross_kv=False`: cross-attention reads the encoder output unprojected as keys
     and values (the released code's guided confidence pass).
     `query_digits` int [B, V, M] (distinct digits per row): only the logits of those digits
-    are wanted, so the last block computes M positions instead of N (every position is
-    still a key). Their logits are exact; the other digits' are meaningless.
+    are wanted, so the last block and the heads compute M positions instead of N (every
+    position is still a key) -> logits [B, V, M, C], slot m for digit query_digits[..., m].
     `query_rows` int [B, R] (distinct per row): the same for positions v * N + n of the
     flattened views, any number per view (training: the masked digits of every view).
     """
@@ -307,19 +420,22 @@ class DiffGRM(nn.Module):
       cross_bias = jnp.where(hist_mask, 0.0, _NEG_INF)[:, None, None, None, :]  # [B,1,H,Q,L]
     else:
       cross_bias = jnp.zeros((), jnp.float32)
-      # The release pads every history to max_history_len and its zero rows take softmax
-      # weight, so the count of padded slots matters: restore the missing ones (exact for
-      # any length bucket, since a zero row has a zero key and value, projected or not).
-      n_pad = self.max_history_len - enc.shape[1]
-      if n_pad > 0:
-        enc = jnp.pad(enc, ((0, 0), (0, n_pad), (0, 0)))
+      enc = self._pad_release(enc)
+    self_rows = None
+    if context is not None and context["rows"] is not None:
+      # The first block's self-attention rows of each position's input (a code or the mask).
+      slot = jnp.where(known, codes, self.codebook_size)
+      self_rows = tuple(r[jnp.arange(n), slot] for r in context["rows"][:3]) + (
+          context["rows"][3],)  # q, k, v per position; the output projection
     last = len(self.dec_blocks) - 1
     full_shape = x.shape
     for i, blk in enumerate(self.dec_blocks):
       idx = query_digits if i == last else None
       rows = query_rows if i == last else None
       x = blk(x, self_bias, deterministic, enc=enc, cross_bias=cross_bias,
-              project_cross_kv=project_cross_kv, query_idx=idx, query_rows=rows)
+              project_cross_kv=project_cross_kv, query_idx=idx, query_rows=rows,
+              self_rows=self_rows if i == 0 else None,
+              folded_cross=None if context is None else context["cross"][i])
     if query_rows is not None:
       # Back to [B, V, N, D]: the positions not queried hold zeros (their logits are
       # finite and meaningless; the caller ignores them).
@@ -327,14 +443,18 @@ class DiffGRM(nn.Module):
       x = jnp.zeros((b, full_shape[1] * n, full_shape[-1]), x.dtype).at[
           jnp.arange(b)[:, None], query_rows].set(x[:, :, 0]).reshape(full_shape)
     if query_digits is not None:
-      # Back to N positions: each digit takes its own slot's output; a digit not queried
-      # takes slot 0's (finite, meaningless; the caller ignores its logits).
+      # Back to N positions for the heads (digit n has its own head, and one einsum over
+      # all N is cheaper than a head gathered per row): each digit takes its own slot's
+      # output, a digit not queried slot 0's; only the queried digits' logits are returned.
       slot = jnp.argmax(query_digits[..., None, :] == jnp.arange(n)[:, None], axis=-1)
       x = jnp.take_along_axis(x, slot[..., None], axis=-2)
     h = (self.final_ln if self.shared_final_ln else self.dec_ln)(x)  # [B, V, N, D]
     if not self.tie_heads:
       h = jnp.einsum("bvnd,nde->bvne", h, self.head_adapter.astype(self.dtype))
-    return jnp.einsum("bvnd,ncd->bvnc", h, self._table()).astype(jnp.float32)
+    logits = jnp.einsum("bvnd,ncd->bvnc", h, self._table()).astype(jnp.float32)
+    if query_digits is not None:
+      logits = jnp.take_along_axis(logits, query_digits[..., None], axis=-2)  # [B, V, M, C]
+    return logits
 
   def __call__(self, hist_sids, hist_mask, codes, known, deterministic=True):
     """Full forward pass (used for init): [B, V, N, C] logits."""

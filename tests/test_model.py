@@ -124,11 +124,33 @@ def test_query_digits_give_the_full_logits_there(kind):
     query = np.stack([[rng.permutation(4)[:n_query] for _ in range(codes.shape[1])]
                       for _ in range(codes.shape[0])]).astype(np.int32)  # [B, V, M]
     part = m.apply(var, enc, hm, codes, known, query_digits=query, method=DiffGRM.decode)
-    got = np.take_along_axis(np.asarray(part), query[..., None], axis=2)
+    assert part.shape == query.shape + (full.shape[-1],)  # slot m is digit query[..., m]
     want = np.take_along_axis(np.asarray(full), query[..., None], axis=2)
-    np.testing.assert_allclose(got, want, atol=1e-5)
-    # The other digits are not computed: at least one differs from the full pass.
-    assert not np.allclose(part, full, atol=1e-5)
+    np.testing.assert_allclose(part, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind,mask_cross", [("diffgrm", True), ("diffgrm", False),
+                                              ("autoregressive", True)])
+def test_decode_context_gives_the_plain_logits(kind, mask_cross):
+  """Cross-attention and the first block's self-attention folded into their projections
+  (`decode_context`, as decoding runs) give the plain decoder's logits, for every digit
+  and for queried digits only."""
+  m, var, hs, hm, codes, known = _setup(kind, mask_cross_attention=mask_cross)
+  # Weights 8x the init's: attention far from uniform, so a wrong fold shows.
+  var = jax.tree_util.tree_map(lambda p: p * 8, var)
+  rng = np.random.default_rng(4)
+  known = rng.random(known.shape) < 0.5
+  enc = m.apply(var, hs, hm, method=DiffGRM.encode)
+  context = m.apply(var, enc, method=DiffGRM.decode_context)
+  assert (context["rows"] is None) == (kind == "autoregressive")
+  full = np.asarray(m.apply(var, enc, hm, codes, known, method=DiffGRM.decode))
+  fast = m.apply(var, enc, hm, codes, known, context=context, method=DiffGRM.decode)
+  np.testing.assert_allclose(fast, full, atol=1e-4 * np.abs(full).max())
+  query = np.argsort(rng.random(codes.shape), -1)[..., :2].astype(np.int32)
+  part = m.apply(var, enc, hm, codes, known, query_digits=query, context=context,
+                 method=DiffGRM.decode)
+  np.testing.assert_allclose(part, np.take_along_axis(full, query[..., None], axis=2),
+                             atol=1e-4 * np.abs(full).max())
 
 
 def test_query_rows_give_the_full_logits_there():
