@@ -90,7 +90,7 @@ def fold_attention(p, kv, n_heads, dtype):
           vo.reshape(b, n_heads * n_keys, d).astype(dtype), p["out"]["bias"].astype(dtype))
 
 
-def self_attention_rows(p, inputs, n_heads, dtype):
+def self_attention_rows(p, inputs, dtype):
   """A block's self-attention rows (`_attend_rows`) for each of `inputs` [..., D]: its
   LayerNorm, then q (scaled), k and v [..., H, d]; and its output projection (kernel
   [H, d, D], bias [D]). p: the block's params."""
@@ -112,7 +112,7 @@ def _attend_folded(h, folded, bias, n_heads, dtype):
   logits = logits.reshape(*flat.shape[:2], n_heads, -1)  # [B, V*Q, H, K]
   bias = _fold_views(bias, len(shape) - 3)  # [B, H or 1, 1, K] or a scalar
   if jnp.ndim(bias):
-    bias = jnp.swapaxes(bias, 1, 2)
+    bias = jnp.swapaxes(bias, 1, 2)  # [B, 1, H or 1, K], as the logits
   weights = jax.nn.softmax(logits + bias, axis=-1).astype(dtype)
   out = jnp.einsum("bmj,bjf->bmf", weights.reshape(flat.shape[:2] + (-1,)), vo)
   return (out + out_bias).reshape(shape)
@@ -372,8 +372,8 @@ class DiffGRM(nn.Module):
     into its projections (`fold_attention`); 'rows': with kind 'diffgrm', the first
     block's self-attention rows for every decoder input (`self_attention_rows`), [N, C + 1,
     H, d] (C codes and the mask of each digit: a position's input is one of them), or
-    None}. Pass it as
-    `decode(..., context=)`: the logits are those without it, up to float rounding.
+    None}. Pass it as `decode(..., context=)`: the logits are those without it, up to
+    float rounding.
     """
     params = nn.meta.unbox(self.variables["params"])
     if not self.mask_cross_attention:
@@ -383,7 +383,7 @@ class DiffGRM(nn.Module):
     rows = None
     if self.kind == "diffgrm":
       inputs = jnp.concatenate([self._table(), self.mask_embedding.astype(self.dtype)[:, None]], 1)
-      rows = self_attention_rows(params["dec_0"], inputs, self.n_heads, self.dtype)
+      rows = self_attention_rows(params["dec_0"], inputs, self.dtype)
     return {"cross": cross, "rows": rows}
 
   def _pad_release(self, enc):
