@@ -9,8 +9,9 @@ all-masked input) once per user with one beam, and the remaining N - 1 fill step
 `lax.scan` whose carry is W beams per user (confidence: steps 1 .. N-2 in the scan, the
 last step after it). Each step asks the model for the logits of the digits it can fill
 only (`DiffGRM.decode(query_digits=...)`): one digit for the fixed orders and for
-confidence's last step, N - 1 before it, so the last decoder block, the heads, the
-legality lookup and the top-k skip the others (exact). Scores are sums of
+confidence's last step, N - 1 before it, so the last decoder block, the log-softmax, the
+legality lookup and the top-k skip the others (exact; the heads still run at all N
+digits, one einsum). Scores are sums of
 per-step log-probabilities: `log_softmax` over the filled digit's C codes (normalised
 over all C codes), with extensions that no catalogue item matches set to -inf
 (`catalogue.legal_mask`), so an illegal partial SID is pruned the step it would appear,

@@ -34,6 +34,7 @@ from diffgrm_jax.dropout import Dropout
 
 _NEG_INF = -1e9
 _TINY_KEYS = 8  # attention over at most this many keys uses products and sums
+_LN_EPS = 1e-5  # every LayerNorm's epsilon (torch's default, as the release)
 
 
 def _normal():
@@ -49,7 +50,7 @@ def _dense(features, axes, name, use_bias=True, dtype=jnp.float32):
 
 def _layer_norm(name, dtype):
   return nn.LayerNorm(
-      epsilon=1e-5, dtype=dtype, name=name,
+      epsilon=_LN_EPS, dtype=dtype, name=name,
       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)))
 
@@ -61,13 +62,6 @@ def _fold_views(bias, n_views):
     return bias
   assert all(s == 1 for s in bias.shape[1:1 + n_views]) and bias.shape[-2] == 1, bias.shape
   return bias.reshape(bias.shape[0], *bias.shape[1 + n_views:])
-
-
-def _apply_layer_norm(x, p, eps=1e-5):
-  """`nn.LayerNorm` (flax's fast variance) applied with its params `p` outside the module."""
-  mean = x.mean(-1, keepdims=True)
-  var = jnp.maximum(0.0, jnp.square(x).mean(-1, keepdims=True) - jnp.square(mean))
-  return (x - mean) * (jax.lax.rsqrt(var + eps) * p["scale"]) + p["bias"]
 
 
 def fold_attention(p, kv, n_heads, dtype):
@@ -95,7 +89,9 @@ def self_attention_rows(p, inputs, dtype):
   LayerNorm, then q (scaled), k and v [..., H, d]; and its output projection (kernel
   [H, d, D], bias [D]). p: the block's params."""
   a = p["self_attn"]
-  h = _apply_layer_norm(inputs.astype(jnp.float32), p["ln_self"])
+  # The block's LayerNorm applied to its own params, outside the module tree.
+  h = nn.LayerNorm(epsilon=_LN_EPS, parent=None).apply({"params": p["ln_self"]},
+                                                    inputs.astype(jnp.float32))
   q, k, v = (jnp.einsum("...d,dhe->...he", h, a[name]["kernel"].astype(jnp.float32)).astype(dtype)
              for name in ("query", "key", "value"))
   out = (a["out"]["kernel"].astype(dtype), a["out"]["bias"].astype(dtype))
@@ -116,6 +112,16 @@ def _attend_folded(h, folded, bias, n_heads, dtype):
   weights = jax.nn.softmax(logits + bias, axis=-1).astype(dtype)
   out = jnp.einsum("bmj,bjf->bmf", weights.reshape(flat.shape[:2] + (-1,)), vo)
   return (out + out_bias).reshape(shape)
+
+
+def _tiny_logits(q, k):
+  """q [..., Q, H, d], k [..., K, H, d] -> logits [..., H, Q, K] as products and sums."""
+  return jnp.moveaxis((q[..., :, None, :, :] * k[..., None, :, :, :]).sum(-1), -1, -3)
+
+
+def _tiny_mix(weights, v):
+  """weights [..., H, Q, K], v [..., K, H, d] -> [..., Q, H, d] as products and sums."""
+  return (jnp.moveaxis(weights, -3, -1)[..., None] * v[..., None, :, :, :]).sum(-3)
 
 
 class Attention(nn.Module):
@@ -168,7 +174,7 @@ class Attention(nn.Module):
     # would be kept for the backward pass (+15% of the step's temporary memory).
     tiny = deterministic and k.shape[-3] <= _TINY_KEYS and kv.ndim == x.ndim
     if tiny:
-      logits = jnp.moveaxis((q[..., :, None, :, :] * k[..., None, :, :, :]).sum(-1), -1, -3)
+      logits = _tiny_logits(q, k)
     else:
       logits = jnp.einsum("...qhd,...khd->...hqk", q, k)
     logits = logits.astype(jnp.float32) + bias
@@ -176,7 +182,7 @@ class Attention(nn.Module):
     if self.attention_dropout > 0:
       weights = Dropout(self.attention_dropout)(weights, deterministic=deterministic)
     if tiny:
-      out = (jnp.moveaxis(weights, -3, -1)[..., None] * v[..., None, :, :, :]).sum(-3)
+      out = _tiny_mix(weights, v)
     else:
       out = jnp.einsum("...hqk,...khd->...qhd", weights, v)
     out = out.reshape(q_shape)
@@ -190,10 +196,9 @@ class Attention(nn.Module):
 def _attend_rows(q, k, v, bias, dtype):
   """Self-attention over a handful of positions from their rows q (scaled), k, v
   [..., Q|K, H, d]; bias broadcastable to [..., H, Q, K] -> [..., Q, H, d], before the
-  output projection. Products and sums, as `Attention` does for a handful of keys."""
-  logits = jnp.moveaxis((q[..., :, None, :, :] * k[..., None, :, :, :]).sum(-1), -1, -3)
-  weights = jax.nn.softmax(logits.astype(jnp.float32) + bias, axis=-1).astype(dtype)
-  return (jnp.moveaxis(weights, -3, -1)[..., None] * v[..., None, :, :, :]).sum(-3)
+  output projection (as `Attention` computes a handful of keys)."""
+  weights = jax.nn.softmax(_tiny_logits(q, k).astype(jnp.float32) + bias, axis=-1)
+  return _tiny_mix(weights.astype(dtype), v)
 
 
 def gelu(x):
@@ -420,7 +425,8 @@ class DiffGRM(nn.Module):
       cross_bias = jnp.where(hist_mask, 0.0, _NEG_INF)[:, None, None, None, :]  # [B,1,H,Q,L]
     else:
       cross_bias = jnp.zeros((), jnp.float32)
-      enc = self._pad_release(enc)
+      if context is None:  # the context's fold has the padded slots already
+        enc = self._pad_release(enc)
     self_rows = None
     if context is not None and context["rows"] is not None:
       # The first block's self-attention rows of each position's input (a code or the mask).
