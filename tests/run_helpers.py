@@ -14,10 +14,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import ROOT, TINY_RUN, make_config
+from conftest import ROOT, TINY_RUN, compile_cache_dir, make_config
 
 STEPS_PER_EPOCH, TOTAL_STEPS = 9, 18  # of TINY_RUN
-COMPILE_CACHE = {}  # {"dir": folder}, set by the `run_cache` fixture (conftest.py)
 TIMEOUT = 300  # seconds for one training subprocess (about 20 s on 2 quiet cores; far more on busy ones)
 
 
@@ -41,10 +40,10 @@ def cli_command(verb, cache, workdir=None, **changes):
 
 
 def subprocess_env():
-  # A compilation cache shared by the session's runs: a rerun loads the executables the
-  # first run compiled (the same code, so results stay bitwise equal) instead of
-  # spending most of its time compiling.
-  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=COMPILE_CACHE["dir"],
+  # The session's compilation cache (conftest.py): a rerun loads the executables the first
+  # run compiled (the same code, so results stay bitwise equal) instead of spending most
+  # of its time compiling.
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=compile_cache_dir(),
              JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   env.pop("XLA_FLAGS", None)  # one CPU device, whatever the test process uses
