@@ -141,10 +141,10 @@ def pytest_configure(config):
   if not hasattr(config, "workerinput") and _SHARED_ENV not in os.environ:
     os.environ[_SHARED_ENV] = tempfile.mkdtemp(prefix="diffgrm-jax-tests-")
     config._diffgrm_shared_dir = os.environ[_SHARED_ENV]
-  # One persistent compilation cache for every process of the session, subprocesses
-  # included (run_helpers.subprocess_env): a program compiled once, by any test, is
-  # loaded, not compiled again, wherever else it recurs (e.g. the same model's init
-  # under other training options). The same executable, so results are unchanged.
+  # A persistent compilation cache for each worker and the processes it starts
+  # (run_helpers.subprocess_env): a program compiled once is loaded, not compiled again,
+  # wherever else it recurs (e.g. the same model's init under other training options).
+  # The same executable, so results are unchanged.
   import jax
   jax.config.update("jax_compilation_cache_dir", compile_cache_dir())
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
@@ -168,7 +168,9 @@ def shared_dir():
 
 
 def compile_cache_dir():
-  return os.path.join(shared_dir(), "jax_cache")
+  # One per worker: JAX writes an entry in place, unlocked, so a worker must not read
+  # what another is writing. A worker's own processes run one at a time.
+  return os.path.join(shared_dir(), "jax_cache_" + os.environ.get("PYTEST_XDIST_WORKER", "main"))
 
 
 def shared_once(name, make):
