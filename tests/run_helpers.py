@@ -1,5 +1,5 @@
 """Helpers for the tests that run real training commands on the tiny run config
-(`conftest.TINY_RUN`): subprocesses with a shared compilation cache, and bitwise
+(`conftest.TINY_RUN`): subprocesses with their worker's compilation cache, and bitwise
 comparisons of checkpoints and summaries between runs."""
 
 import json
@@ -40,7 +40,7 @@ def cli_command(verb, cache, workdir=None, **changes):
 
 
 def subprocess_env():
-  # The session's compilation cache (conftest.py): a rerun loads the executables the first
+  # This worker's compilation cache (conftest.py): a rerun loads the executables the first
   # run compiled (the same code, so results stay bitwise equal) instead of spending most
   # of its time compiling.
   env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=compile_cache_dir(),
