@@ -8,12 +8,12 @@ every case in turn; the median over rounds is printed.
   python benchmarks/ab_train_step.py --micro_batches=1,4,8            # slices per step
   python benchmarks/ab_train_step.py --dropout=flax,16bit --micro_batches=1
   python benchmarks/ab_train_step.py --micro_batches=8 --options=none,xla_cpu_use_fusion_emitters=false
-  python benchmarks/ab_train_step.py --micro_batches=8 --layers=package,../old/diffgrm_jax/model.py
+  python benchmarks/ab_train_step.py --micro_batches=8 --layers=package,../old/diffgrm_jax/model/layers.py
   python benchmarks/ab_train_step.py --micro_batches=0 --last_block=masked,full
 
 Sports-recipe model with random weights and random inputs (benchmarks/profile_step.py's
 train case), batch 256. `--dropout=flax` swaps in `flax.linen.Dropout` (32 random bits
-per element) for the model's 16-bit `diffgrm_jax.dropout.Dropout`, `--dropout=threefry16`
+per element) for the model's 16-bit `diffgrm_jax.model.dropout.Dropout`, `--dropout=threefry16`
 the model's Dropout with threefry words instead of its counter hash.
 """
 
@@ -25,6 +25,7 @@ from absl import app
 from absl import flags
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import profile_step  # benchmarks/profile_step.py: the train case and the --config flag
@@ -36,12 +37,13 @@ flags.DEFINE_string("dropout", "16bit",
                     "threefry16 (16 bits per element from threefry words), flax.")
 flags.DEFINE_string("options", "default",
                     "Comma-separated XLA option sets for the train step: 'default' (the package's "
-                    "own, diffgrm_jax/compile_options.py), 'none', or option=value pairs joined "
+                    "own, diffgrm_jax/runtime/compile_options.py), 'none', or option=value pairs joined "
                     "by '+', e.g. xla_cpu_use_fusion_emitters=false.")
 flags.DEFINE_string("layers", "package",
-                    "Comma-separated layer sources: 'package', or the path of a model.py from "
-                    "another checkout (e.g. a `git worktree` of an earlier commit), whose `Block` "
-                    "(and every layer below it) replaces the package's.")
+                    "Comma-separated layer sources: 'package', or the path of a "
+                    "diffgrm_jax/model/layers.py from another checkout (e.g. a `git worktree` of "
+                    "an earlier commit), whose `Block` (and every layer below it) replaces the "
+                    "package's.")
 flags.DEFINE_string("last_block", "masked",
                     "Comma-separated: 'masked' (train.masked_last_block=True, the package's "
                     "default: the decoder's last block at the masked digits only, where the "
@@ -61,11 +63,20 @@ class FlaxDropout(nn.Module):
 
 
 def _threefry_dropout():
-  """The package's Dropout with its words from threefry (`jax.random.bits`), as before."""
-  from diffgrm_jax import dropout as drop_lib
+  """The package's 16-bit Dropout with its words from threefry (`jax.random.bits`)."""
+  from diffgrm_jax.model import dropout as drop_lib
 
-  class ThreefryDropout(drop_lib.Dropout):
-    words = staticmethod(drop_lib.threefry_words)
+  class ThreefryDropout(nn.Module):
+    rate: float
+
+    @nn.compact
+    def __call__(self, x, deterministic):
+      if deterministic or self.rate == 0.0:
+        return x
+      t = drop_lib.keep_threshold(self.rate)
+      words = jax.random.bits(self.make_rng("dropout"), drop_lib.word_shape(x.shape), jnp.uint32)
+      keep = drop_lib.mask_from_words(words, t, x.shape)
+      return jnp.where(keep, x * jnp.asarray(65536 / t, x.dtype), jnp.zeros((), x.dtype))
   return ThreefryDropout
 
 
@@ -94,9 +105,10 @@ def _blocks(source, package_model):
 
 def main(argv):
   del argv
-  from diffgrm_jax import compile_options
-  from diffgrm_jax import dropout as drop_lib
-  from diffgrm_jax import model as model_lib
+  from diffgrm_jax.runtime import compile_options
+  from diffgrm_jax.model import dropout as drop_lib
+  from diffgrm_jax.model import diffgrm
+  from diffgrm_jax.model import layers as model_lib
   impls = {"16bit": drop_lib.Dropout, "threefry16": _threefry_dropout(), "flax": FlaxDropout}
   config = profile_step._CONFIG.value
   key = ("train", jax.default_backend())
@@ -109,11 +121,9 @@ def main(argv):
       [int(x) for x in FLAGS.micro_batches.split(",")], FLAGS.dropout.split(","),
       FLAGS.options.split(","), blocks, FLAGS.last_block.split(",")):
     config.train.micro_batches = micro
-    # Both read when the step is traced, just below.
-    # The layers' own module reads `Dropout` at trace time too (an older model.py imported
-    # the package's class by name).
+    # Both read when the step is traced, just below, by the modules that name them.
     module, model_lib.Block = blocks[layers]
-    model_lib.Dropout = module.Dropout = impls[drop]
+    model_lib.Dropout = module.Dropout = diffgrm.Dropout = impls[drop]
     config.train.masked_last_block = {"masked": True, "full": False}[last]
     chosen = _option_set(opts, package_default)
     if chosen is None:
@@ -123,7 +133,7 @@ def main(argv):
     run, _, _ = profile_step.train_case(bucket, 256)
     jax.block_until_ready(run())
     cases[(bucket, micro, drop, opts, layers, last)] = run
-  model_lib.Dropout = drop_lib.Dropout
+  model_lib.Dropout = diffgrm.Dropout = drop_lib.Dropout
   model_lib.Block = package_block
   if package_default is None:
     compile_options._OPTIONS.pop(key, None)

@@ -20,10 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen import meta
 
-from diffgrm_jax import catalogue as catalogue_lib
-from diffgrm_jax import decoding
-from diffgrm_jax import legality
-from diffgrm_jax.model import DiffGRM
+from diffgrm_jax.sid import catalogue as catalogue_lib
+from diffgrm_jax.decoding import decoders
+from diffgrm_jax.decoding import settings as decoding
+from diffgrm_jax.sid import legality
+from diffgrm_jax.model.diffgrm import DiffGRM
 from synthetic import synthetic_sids  # benchmarks/synthetic.py
 
 flags.DEFINE_string("sizes", "20000,200000,2000000", "Comma-separated catalogue sizes (items).")
@@ -88,8 +89,8 @@ def main(argv):
     print(f"{n_items:,} items built", flush=True)
   fns, outs = {}, {}
   for (n_items, name), (tables, _) in cases.items():  # compile, and check both decode alike
-    dec = decoding.make_decoder(model, info[n_items]["catalogue"], decoding.DecodeSettings("confidence", (a.beam,) * 4))
-    fns[n_items] = fns.get(n_items) or decoding.jit_decoder(dec)
+    dec = decoders.make_decoder(model, info[n_items]["catalogue"], decoding.SearchSettings("confidence", (a.beam,) * 4))
+    fns[n_items] = fns.get(n_items) or decoders.jit_decoder(dec)
     outs[(n_items, name)] = jax.tree.map(np.asarray, fns[n_items](variables, tables, hist, mask))
     if (n_items, "sparse") in outs and name == "dense":
       for x, y in zip(outs[(n_items, "sparse")], outs[(n_items, "dense")]):

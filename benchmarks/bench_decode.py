@@ -37,9 +37,10 @@ def run_one(strategy, beam, n_users, batch):
   import jax.numpy as jnp
   from flax.linen import meta
 
-  from diffgrm_jax import catalogue as catalogue_lib
-  from diffgrm_jax import decoding
-  from diffgrm_jax.model import DiffGRM
+  from diffgrm_jax.sid import catalogue as catalogue_lib
+  from diffgrm_jax.decoding import decoders
+  from diffgrm_jax.decoding import settings as decoding
+  from diffgrm_jax.model.diffgrm import DiffGRM
 
   rng = np.random.default_rng(0)
   sids = random_sids(rng)
@@ -51,8 +52,8 @@ def run_one(strategy, beam, n_users, batch):
   variables = meta.unbox(model.init(
       jax.random.PRNGKey(0), jnp.zeros((1, 8, N_DIGIT), jnp.int32), jnp.ones((1, 8), bool),
       jnp.zeros((1, 1, N_DIGIT), jnp.int32), jnp.zeros((1, 1, N_DIGIT), bool)))
-  dec = decoding.make_decoder(model, cat, decoding.DecodeSettings(strategy, (beam,) * N_DIGIT))
-  fn = decoding.jit_decoder(dec)
+  dec = decoders.make_decoder(model, cat, decoding.SearchSettings(strategy, (beam,) * N_DIGIT))
+  fn = decoders.jit_decoder(dec)
   tables = dec.tables
 
   lens = history_lengths(rng, n_users)

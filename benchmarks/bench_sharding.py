@@ -21,9 +21,9 @@ from absl import flags
 import jax
 from ml_collections import config_flags
 
-from diffgrm_jax import model as model_lib  # pylint: disable=wrong-import-position
-from diffgrm_jax import sharding as shard_lib
-from diffgrm_jax import train_step as step_lib
+from diffgrm_jax.model import factory as model_lib  # pylint: disable=wrong-import-position
+from diffgrm_jax.runtime import sharding as shard_lib
+from diffgrm_jax.training import step as step_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/toys.py", "Recipe to measure.",
                                           lock_config=True)

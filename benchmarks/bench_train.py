@@ -19,9 +19,9 @@ from ml_collections import config_flags
 import peak_memory  # benchmarks/peak_memory.py
 
 from diffgrm_jax import data as data_lib
-from diffgrm_jax import model as model_lib
-from diffgrm_jax import sharding as shard_lib
-from diffgrm_jax import train_step as step_lib
+from diffgrm_jax.model import factory as model_lib
+from diffgrm_jax.runtime import sharding as shard_lib
+from diffgrm_jax.training import step as step_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/sports.py", "Recipe to time.",
                                           lock_config=True)

@@ -90,15 +90,15 @@ def run_ours(measure, batch, beam, seconds):
   """Our half of one measurement: returns its JSON record."""
   import jax
 
-  from diffgrm_jax import catalogue as catalogue_lib
-  from diffgrm_jax import cpu_devices
+  from diffgrm_jax.sid import catalogue as catalogue_lib
+  from diffgrm_jax.runtime import cpu_devices
   from diffgrm_jax import data as data_lib
-  from diffgrm_jax import decoding
-  from diffgrm_jax import evaluation
-  from diffgrm_jax import host_memory
-  from diffgrm_jax import model as model_lib
-  from diffgrm_jax import sharding as shard_lib
-  from diffgrm_jax import train_step as step_lib
+  from diffgrm_jax.decoding import settings as decoding
+  from diffgrm_jax.evaluation import evaluate as evaluation
+  from diffgrm_jax.runtime import host_memory
+  from diffgrm_jax.model import factory as model_lib
+  from diffgrm_jax.runtime import sharding as shard_lib
+  from diffgrm_jax.training import step as step_lib
 
   config = _CONFIG.value
   if measure == "train":
@@ -135,7 +135,7 @@ def run_ours(measure, batch, beam, seconds):
     catalogue = catalogue_lib.Catalogue.from_sids(data.sids, data.codebook_size)
     # The decoder as evaluation runs it: users split over the mesh's data axis.
     fn, tables = evaluation.compiled_decoder(
-        model, catalogue, decoding.DecodeSettings("confidence", (beam,) * 4), mesh)
+        model, catalogue, decoding.SearchSettings("confidence", (beam,) * 4), mesh)
     batches = list(data_lib.eval_batches(data, "test", batch_size=batch, buckets=buckets))
     rng = np.random.default_rng(0)
     order = list(rng.permutation(len(batches)))

@@ -43,8 +43,8 @@ def _rss_gb():
 def run_variant(variant, buckets, trim_after_compiles):
   """[(bucket, RSS after its first step, peak so far, RSS after a trim)] in GB."""
   import jax
-  from diffgrm_jax import host_memory
-  from diffgrm_jax import train_step as step_lib
+  from diffgrm_jax.runtime import host_memory
+  from diffgrm_jax.training import step as step_lib
   if trim_after_compiles:
     host_memory.trim_after_compiles()
   batch = 256

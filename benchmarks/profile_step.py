@@ -122,16 +122,16 @@ def categories(rows):
 
 
 def _model(dropout):
-  from diffgrm_jax.model import DiffGRM
+  from diffgrm_jax.model.diffgrm import DiffGRM
   return DiffGRM(n_digit=N_DIGIT, codebook_size=CODEBOOK, d_model=256, n_heads=4,
                  n_enc_layers=1, n_dec_layers=4, n_inner=1024, dropout=dropout)
 
 
 def train_setup(batch):
   """(train step, fresh state, batch sharding) of the --config recipe at `batch` rows."""
-  from diffgrm_jax import model as model_lib
-  from diffgrm_jax import sharding as shard_lib
-  from diffgrm_jax import train_step as step_lib
+  from diffgrm_jax.model import factory as model_lib
+  from diffgrm_jax.runtime import sharding as shard_lib
+  from diffgrm_jax.training import step as step_lib
   config = _CONFIG.value
   config.train.batch_size = batch
   model = model_lib.from_config(config)
@@ -153,12 +153,19 @@ def random_train_batch(rng, batch, bucket):
   return batch_np
 
 
+def compiled_texts(step, state, batch):
+  """{program name: optimised HLO text} of a `TrainStep`'s two programs for these arguments."""
+  loss, grads = jax.eval_shape(step.gradients, state.params, state.step, batch)
+  return {"gradients": step.gradients.lower(state.params, state.step, batch).compile().as_text(),
+          "update": step.update.lower(state, grads, loss).compile().as_text()}
+
+
 def train_case(bucket, batch):
-  from diffgrm_jax import train_step as step_lib
+  from diffgrm_jax.training import step as step_lib
   step, state, bs = train_setup(batch)
   batch_np = random_train_batch(np.random.default_rng(0), batch, bucket)
   b = step_lib.to_global({k: batch_np[k] for k in step_lib.DEVICE_KEYS}, bs)
-  hlo = list(step.compiled_texts(state, b).values())
+  hlo = list(compiled_texts(step, state, b).values())
   box = [state]
 
   def run():  # the state is donated: thread it through
@@ -169,8 +176,9 @@ def train_case(bucket, batch):
 
 def decode_case(beam):
   from flax.linen import meta
-  from diffgrm_jax import catalogue as catalogue_lib
-  from diffgrm_jax import decoding
+  from diffgrm_jax.sid import catalogue as catalogue_lib
+  from diffgrm_jax.decoding import decoders
+  from diffgrm_jax.decoding import settings as decoding
   model = _model(0.0)
   rng = np.random.default_rng(0)
   cat = catalogue_lib.Catalogue.from_sids(random_sids(rng), CODEBOOK)
@@ -180,8 +188,8 @@ def decode_case(beam):
   variables = meta.unbox(jax.jit(model.init)(
       jax.random.PRNGKey(0), hist[:1], mask[:1], jnp.zeros((1, 1, N_DIGIT), jnp.int32),
       jnp.zeros((1, 1, N_DIGIT), bool)))
-  dec = decoding.make_decoder(model, cat, decoding.DecodeSettings("confidence", (beam,) * 4))
-  fn = decoding.jit_decoder(dec)
+  dec = decoders.make_decoder(model, cat, decoding.SearchSettings("confidence", (beam,) * 4))
+  fn = decoders.jit_decoder(dec)
   args = (variables, dec.tables, hist, mask)
   return fn, args, [fn.lower(*args).compile().as_text()]
 

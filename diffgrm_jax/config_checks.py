@@ -1,16 +1,16 @@
 """Config validation before any work: each check fails with a one-line `ConfigError` naming
-the field. The rules of a section live in the module that uses it (`model.check_config`,
-`masking.check_config`, `train_step.check_config`, `decoding.check_config`); this module
+the field. The rules of a section live in the module that uses it (`model/factory.py`,
+`training/masking.py`, `training/step.py`, `decoding/settings.py`); this module
 runs them all, and holds the rules of the `sid` and `train` sections and the checks
 against the devices and the data."""
 
 import math
 
-from diffgrm_jax import decoding
-from diffgrm_jax import masking
-from diffgrm_jax import model as model_lib
-from diffgrm_jax import train_step as step_lib
-from diffgrm_jax.cli import ConfigError
+from diffgrm_jax.decoding import settings as decode_settings
+from diffgrm_jax.model import factory as model_lib
+from diffgrm_jax.runtime.cli import ConfigError
+from diffgrm_jax.training import masking
+from diffgrm_jax.training import step as step_lib
 
 
 def check_config(config):
@@ -23,7 +23,7 @@ def check_config(config):
   model_lib.check_config(config)
   masking.check_config(config)
   step_lib.check_config(config)
-  decoding.check_config(config)
+  decode_settings.check_config(config)
   if t.batch_size < 1 or t.epochs < 1:
     raise ConfigError(f"train.batch_size={t.batch_size} and train.epochs={t.epochs} must be >= 1")
   if t.checkpoint_every_epochs < 1:

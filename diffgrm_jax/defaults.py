@@ -14,6 +14,10 @@ import os
 
 import ml_collections
 
+# Model fields that change no parameter (regularisation, compute dtype): a trained model may
+# be evaluated, resumed or restored with other values (workdir.py, training/checkpointing.py).
+FREE_MODEL_FIELDS = ("dropout", "attention_dropout", "dtype")
+
 
 def _default_data_dir():
   # ../shared/data beside the checkout (this file is in <checkout>/diffgrm_jax), unless
@@ -132,10 +136,10 @@ def get_config():
   # Output heads tied to the digit's slice of the embedding table (False adds an adapter).
   m.tie_heads = True
   # True: padded history positions get no cross-attention weight. False: the release's
-  # behaviour (zeroed encoder rows that still take softmax weight).
+  # behaviour (zeroed encoder rows that still take softmax weight; release/model.py).
   m.mask_cross_attention = True
   # One final LayerNorm shared by encoder and decoder outputs (the release; False: two).
-  # Chosen by measurement: docs/release_parity.md, "Which options are the defaults".
+  # Why it is the default: docs/release_parity.md, "Which options are the defaults".
   m.shared_final_ln = True
   # Dropout on attention probabilities (the release's 0.1; 0 turns it off).
   m.attention_dropout = 0.1
@@ -194,9 +198,9 @@ def get_config():
   # Save the latest checkpoint every this many steps (0: only at epoch ends).
   t.checkpoint_every_steps = 0
   # Save the latest checkpoint at every this many epoch ends (and always at the end and
-  # on SIGTERM). A save is a synchronous copy of the state (0.6-0.9 s for the Sports model
-  # on a 2-core CPU); the accelerator recipes save less often (`for_accelerator`). A new
-  # best state is kept in device memory and written just before the next latest save.
+  # on SIGTERM). A save is a synchronous copy of the state, so the accelerator recipes,
+  # whose epochs take seconds, save less often (`for_accelerator`). A new best state is kept
+  # in device memory and written just before the next latest save.
   t.checkpoint_every_epochs = 1
   # Stop training once this many seconds of wall time have passed in this run (0: no
   # limit), then evaluate the best checkpoint as usual; rerunning resumes. For jobs of
@@ -208,8 +212,8 @@ def get_config():
   t.max_steps = 0
   # PRNG implementation of the step's random draws (dropout, masks): 'threefry2x32'
   # (JAX's default), 'rbg' or 'unsafe_rbg' (XLA's RngBitGenerator: cheaper random bits on
-  # accelerators; on a 2-core CPU unsafe_rbg was within 3% of threefry). Other draws, so a
-  # different but equally valid run. Parameter initialisation always uses the default.
+  # accelerators). Other draws, so a different but equally valid run. Parameter
+  # initialisation always uses the default.
   t.prng_impl = "threefry2x32"
   # Split each step's batch into this many slices, run one after the other, with their
   # gradients summed: the same loss and gradient with about 1/micro_batches of the step's
@@ -219,9 +223,9 @@ def get_config():
   t.micro_batches = 0
   # Compute the decoder's last block at the masked digits only (10 of 16 positions with
   # guided masking; strategies with a fixed number of masked digits). The same loss and
-  # gradient without dropout and the same in expectation with it, about 5% faster on CPU.
-  # Demo runs with and without it agree within seed noise over six seeds
-  # (benchmarks/results/speed.md).
+  # gradient without dropout and the same in expectation with it, and faster (measures:
+  # benchmarks/results/speed.md, "Training: the decoder's last block at the masked digits
+  # only").
   t.masked_last_block = True
 
   # ---------------------------------------------------------------- decoding
@@ -258,16 +262,16 @@ def get_config():
   b.batch_size = 256
 
   # ---------------------------------------------------------------- parallelism
-  # See diffgrm_jax/sharding.py for what each axis does and launch/README.md for runs.
+  # See diffgrm_jax/runtime/sharding.py for what each axis does and launch/README.md for runs.
   c.mesh = ml_collections.ConfigDict()
   # Axis sizes in the order of `axes`; one may be -1 (the rest); sizes left off are 1.
   c.mesh.shape = (-1, 1, 1)
   # Mesh axis names: data (replicated params), fsdp (sharded params), tensor (split MLP/heads).
   c.mesh.axes = ("data", "fsdp", "tensor")
-  # On CPU, XLA devices to split the machine into (diffgrm_jax/cpu_devices.py): 1 = the
-  # whole machine as one device; 0 = one per usable core (as many as divide the batch
-  # sizes), so the cores share the batch as data-parallel devices (opt-in: faster in some
-  # side-by-side windows, not in all, and more memory; benchmarks/results/speed.md).
+  # On CPU, XLA devices to split the machine into (diffgrm_jax/runtime/cpu_devices.py): 1 =
+  # the whole machine as one device; 0 = one per usable core (as many as divide the batch
+  # sizes), so the cores share the batch as data-parallel devices (opt-in: not faster in
+  # every measurement, and more memory).
   # Ignored elsewhere, and where XLA_FLAGS sets --xla_force_host_platform_device_count.
   c.mesh.cpu_devices = 1
   # Logical axis -> mesh axis, tuple of axes, or None (replicated); 'batch' names the data-like axes.

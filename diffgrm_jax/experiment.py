@@ -2,7 +2,7 @@
 
   exp = Experiment(config)            # checks the config, builds the mesh (fails fast)
   exp.data, exp.catalogue             # prepared on first use (may take minutes)
-  exp.evaluate(params, "valid")       # decodes a split with DecodeSettings.from_config
+  exp.evaluate(params, "valid")       # decodes a split with the split's SearchSettings
 
 `evaluate_workdir` restores a workdir's best (or latest) checkpoint onto the devices present
 now and evaluates it: what `python -m diffgrm_jax.eval` runs. `from_workdir` builds the
@@ -13,18 +13,18 @@ import functools
 
 import jax
 
-from diffgrm_jax import catalogue as catalogue_lib
-from diffgrm_jax import checkpointing
+from diffgrm_jax.sid import catalogue as catalogue_lib
+from diffgrm_jax.training import checkpointing
 from diffgrm_jax import config_checks
 from diffgrm_jax import data as data_lib
-from diffgrm_jax import decoding
-from diffgrm_jax import evaluation
-from diffgrm_jax import metrics as metrics_lib
-from diffgrm_jax import model as model_lib
-from diffgrm_jax import paths
-from diffgrm_jax import ranking
-from diffgrm_jax import sharding as shard_lib
-from diffgrm_jax import train_step as step_lib
+from diffgrm_jax.decoding import settings as decode_settings
+from diffgrm_jax.evaluation import evaluate as evaluation
+from diffgrm_jax.evaluation import metrics as metrics_lib
+from diffgrm_jax.model import factory as model_lib
+from diffgrm_jax.runtime import paths
+from diffgrm_jax.sid import ranking
+from diffgrm_jax.runtime import sharding as shard_lib
+from diffgrm_jax.training import step as step_lib
 from diffgrm_jax import workdir as workdir_lib
 
 
@@ -86,18 +86,24 @@ class Experiment:
       tx, _ = step_lib.make_optimizer(self.config, 1)
     return step_lib.abstract_state(self.model, tx, self.config, self.mesh)
 
-  def decode_settings(self, split, beam=None):
-    return decoding.DecodeSettings.from_config(self.config, split, beam)
+  def search_settings(self, split, beam=None):
+    """The split's `SearchSettings` (`beam` instead of the split's beam when given)."""
+    return decode_settings.SearchSettings.from_config(self.config, split, beam)
 
-  def evaluate(self, params, split, settings=None, progress=True, keep_items=False):
-    """Metrics of `params` on `split`, decoded with `settings` (default: the split's);
+  @functools.cached_property
+  def ranking_settings(self):
+    return decode_settings.RankingSettings.from_config(self.config)
+
+  def evaluate(self, params, split, search=None, progress=True, keep_items=False):
+    """Metrics of `params` on `split`, decoded with `search` (default: the split's);
     `keep_items` adds the ranked item lists (`evaluation.evaluate`)."""
-    settings = settings or self.decode_settings(split)
-    batches = data_lib.eval_batches(self.data, split, batch_size=settings.batch_size,
+    search = search or self.search_settings(split)
+    ranking_settings = self.ranking_settings
+    batches = data_lib.eval_batches(self.data, split, batch_size=search.batch_size,
                                     buckets=tuple(self.config.data.length_buckets))
     return evaluation.evaluate(
-        {"params": params}, self.model, self.catalogue, batches, settings,
-        log_prior=self.item_log_prior(settings.item_prior_alpha), mesh=self.mesh,
+        {"params": params}, self.model, self.catalogue, batches, search, ranking_settings,
+        log_prior=self.item_log_prior(ranking_settings.item_prior_alpha), mesh=self.mesh,
         batch_sharding=self.batch_sharding, progress=progress and jax.process_index() == 0,
         keep_items=keep_items)
 
@@ -144,8 +150,8 @@ def evaluate_workdir(config, workdir, split="test", beam=None, which="best", pro
   exp = from_workdir(workdir, config)
   config = exp.config
   state, meta = restore(exp, workdir, which)
-  settings = exp.decode_settings(split, beam)
-  result = exp.evaluate(state.params, split, settings, progress=progress)
-  result.update(split=split, beam=decoding.split_beam(config.decode, split, beam), checkpoint=which, step=meta["step"],
+  result = exp.evaluate(state.params, split, exp.search_settings(split, beam), progress=progress)
+  result.update(split=split, beam=decode_settings.split_beam(config.decode, split, beam),
+                checkpoint=which, step=meta["step"],
                 devices=f"{jax.device_count()}x {jax.devices()[0].device_kind}")
   return result

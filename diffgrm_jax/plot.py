@@ -19,9 +19,9 @@ import os
 from absl import app
 from absl import flags
 
-from diffgrm_jax import cli
-from diffgrm_jax import paths
-from diffgrm_jax import scalar_log
+from diffgrm_jax.runtime import cli
+from diffgrm_jax.runtime import paths
+from diffgrm_jax.runtime import scalar_log
 
 METRICS = ("sid/recall@5", "sid/ndcg@5", "sid/recall@10", "sid/ndcg@10")
 _LABELS = {"sid/recall@5": "R@5", "sid/ndcg@5": "N@5", "sid/recall@10": "R@10",

@@ -9,7 +9,7 @@ import json
 
 from absl import flags
 
-from diffgrm_jax import cli
+from diffgrm_jax.runtime import cli
 from diffgrm_jax.data import prepare_data
 
 

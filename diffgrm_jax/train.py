@@ -11,10 +11,10 @@ See docs/configuration.md for the fields and docs/design.md for what runs where.
 
 from absl import flags
 
-from diffgrm_jax import cli
-from diffgrm_jax import cpu_devices
-from diffgrm_jax import distributed
-from diffgrm_jax import trainer
+from diffgrm_jax.runtime import cli
+from diffgrm_jax.runtime import cpu_devices
+from diffgrm_jax.runtime import distributed
+from diffgrm_jax.training import loop as trainer
 
 
 def define_flags():

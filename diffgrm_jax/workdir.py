@@ -14,15 +14,19 @@ these files need `--config` (their data is prepared from it, as when they were t
 
 import ml_collections
 
-from diffgrm_jax import cli
+from diffgrm_jax.runtime import cli
 from diffgrm_jax import data as data_lib
 from diffgrm_jax import defaults
-from diffgrm_jax import paths
+from diffgrm_jax.runtime import paths
 
 CONFIG = "config.json"
 DATA = "data"
 # Fields that may differ between training and later use: they change no parameter or SID.
-_FREE = {"model.dropout", "model.attention_dropout", "model.dtype", "sid.faiss_threads"}
+_FREE = {f"model.{f}" for f in defaults.FREE_MODEL_FIELDS} | {"sid.faiss_threads"}
+# Fields added after workdirs first kept their config, with the value that reproduces what
+# a run did before the field existed (the default in defaults.py may differ): a resumed or
+# evaluated old workdir goes on as it was trained.
+_BEFORE_FIELD = {("train", "micro_batches"): 1, ("train", "masked_last_block"): False}
 
 
 class WorkdirError(cli.UserError, ValueError):
@@ -43,8 +47,13 @@ def _tuples(value):
 
 def config_from_dict(obj):
   """A config: the defaults with the values of `obj` (from config.json; lists become the
-  tuples the defaults hold). Fields the defaults lack are ignored (another version)."""
+  tuples the defaults hold). Fields the defaults lack are ignored (another version); the
+  fields of `_BEFORE_FIELD` that `obj` lacks get their old behaviour. The one place where
+  old workdirs are upgraded."""
   config = defaults.get_config()
+  for (section, field), value in _BEFORE_FIELD.items():
+    if field not in obj.get(section, {}):
+      config[section][field] = value
 
   def fill(node, values):
     for key, value in values.items():

@@ -5,7 +5,7 @@
 
 Decodes every user of the split once with `python -m diffgrm_jax.eval`'s code, all beams
 (the split's beam width) feeding the item list, and ranks items two ways
-(diffgrm_jax/ranking.py): `expand` (each
+(diffgrm_jax/sid/ranking.py): `expand` (each
 ranked SID expanded into its whole collision group, the list cut at 10) and `score`
 (every item of every decoded SID scored by log P(SID) + log P(item | SID)). SID-level
 metrics use the top-10 SIDs as evaluation does. Prints one JSON object (and writes it to
@@ -18,7 +18,7 @@ import time
 from absl import app
 from absl import flags
 
-from diffgrm_jax import cli
+from diffgrm_jax.runtime import cli
 from diffgrm_jax import experiment
 
 FLAGS = flags.FLAGS
@@ -34,10 +34,10 @@ def main(argv):
   config.decode.item_prior_alpha = FLAGS.alpha
   exp = experiment.Experiment(config)
   state, meta = experiment.restore(exp, FLAGS.workdir, FLAGS.checkpoint)
-  settings = exp.decode_settings(FLAGS.split)
+  settings = exp.search_settings(FLAGS.split)
   t0 = time.time()
   result = exp.evaluate(state.params, FLAGS.split, settings)
-  out = {"split": FLAGS.split, "beam": settings.widths[-1], "sids_ranked": settings.n_sids,
+  out = {"split": FLAGS.split, "beam": settings.widths[-1], "sids_ranked": settings.item_sids,
          "alpha": FLAGS.alpha, "checkpoint": FLAGS.checkpoint, "step": int(meta["step"]),
          "n_users": result.pop("n_users"), "decode_s": round(time.time() - t0, 1)}
   for key, value in result.items():  # item/ is the score ranking here

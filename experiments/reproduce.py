@@ -25,8 +25,8 @@ import jax
 from ml_collections import config_flags
 
 from diffgrm_jax import data as data_lib
-from diffgrm_jax import metrics as metrics_lib
-from diffgrm_jax import trainer
+from diffgrm_jax.evaluation import metrics as metrics_lib
+from diffgrm_jax.training import loop as trainer
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe, e.g. configs/sports.py:cpu.",
                                           lock_config=True)

@@ -13,7 +13,7 @@ For every user of the split it scores the true next SID:
            best). Not a normalised likelihood.
 Each is given normalised over all codes and over the legal codes only (those that keep the
 partial SID a catalogue item's, which is all decoding ever proposes).
-The scoring is `diffgrm_jax.likelihood`.
+The scoring is `diffgrm_jax.analysis.likelihood`.
 """
 
 from absl import flags
@@ -23,10 +23,10 @@ import numpy as np
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from diffgrm_jax import cli
+from diffgrm_jax.runtime import cli
 from diffgrm_jax import data as data_lib
 from diffgrm_jax import experiment
-from diffgrm_jax import likelihood
+from diffgrm_jax.analysis import likelihood
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config the workdir was trained with.",
                                           lock_config=True)

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from diffgrm_jax import paths
+from diffgrm_jax.runtime import paths
 from diffgrm_jax.data import cache
 from diffgrm_jax.data import embeddings
 from diffgrm_jax.data import protocol
@@ -215,7 +215,7 @@ def format_stats(stats: dict) -> str:
 def save_prepared(data: PreparedData, path: str, max_history_len: int | None = None):
   """Writes prepared data as a folder of plain files (module docstring): prepare on one
   host, train on another; training writes the same to WORKDIR/data. Local or remote paths
-  (diffgrm_jax.paths)."""
+  (diffgrm_jax.runtime.paths)."""
   if data.sequences is None or data.ids is None:
     raise DataError("prepared data without sequences or raw ids cannot be saved; "
                     "prepare it with this version")

@@ -25,7 +25,7 @@ Raised (message names the file, and the line where there is one):
     nothing left after the k-core ..... "<path>: no interactions left after the 5-core filter ..."
 """
 
-from diffgrm_jax.cli import UserError
+from diffgrm_jax.runtime.cli import UserError
 
 
 class DataError(UserError, ValueError):

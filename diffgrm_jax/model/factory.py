@@ -1,0 +1,51 @@
+"""The model a config describes: `from_config`, and the `model` section's checks.
+
+The config's `model` section passes whole to the module (every field the module has);
+the digits and codebook come from `sid`, the history length from `data`. A config that
+asks for one of the released code's behaviours (`model.mask_cross_attention=False`,
+`masking.guided_pass='release'`) gets the variant of `release/model.py`.
+"""
+
+import dataclasses
+
+import jax.numpy as jnp
+
+from diffgrm_jax.model.diffgrm import Autoregressive
+from diffgrm_jax.model.diffgrm import DiffGRM
+from diffgrm_jax.release import model as release_model
+from diffgrm_jax.runtime.cli import ConfigError
+
+KINDS = {"diffgrm": DiffGRM, "autoregressive": Autoregressive}
+RELEASE_KINDS = {"diffgrm": release_model.ReleaseDiffGRM,
+                 "autoregressive": release_model.ReleaseAutoregressive}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def model_class(config):
+  """The module class of the config: its kind, in the release variant when asked for."""
+  m = config.model
+  release = not m.mask_cross_attention or config.masking.guided_pass == "release"
+  return (RELEASE_KINDS if release else KINDS)[m.kind]
+
+
+def from_config(config, dtype=None):
+  """Builds the module from a config's `model` section (whole), `sid` and `data`."""
+  cls = model_class(config)
+  fields = {f.name for f in dataclasses.fields(cls)}
+  kwargs = {k: v for k, v in config.model.items() if k in fields}
+  kwargs["dtype"] = DTYPES[config.model.dtype] if dtype is None else dtype
+  if "project_guided_pass" in fields:
+    kwargs["project_guided_pass"] = config.masking.guided_pass == "projected"
+  return cls(n_digit=config.sid.n_digit, codebook_size=config.sid.codebook_size,
+             max_history_len=config.data.max_history_len, **kwargs)
+
+
+def check_config(config):
+  """The `model` section's values that cannot work (one-line `ConfigError` naming the field)."""
+  m = config.model
+  if m.kind not in KINDS:
+    raise ConfigError(f"model.kind={m.kind!r}: must be one of {tuple(KINDS)}")
+  if m.d_model % m.n_heads:
+    raise ConfigError(f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}")
+  if m.dtype not in DTYPES:
+    raise ConfigError(f"model.dtype={m.dtype!r}: must be one of {tuple(DTYPES)}")

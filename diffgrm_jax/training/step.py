@@ -1,0 +1,314 @@
+"""Train state, optimiser, masked loss and the sharded, jitted train step (docs/method.md, Loss).
+
+The step's randomness (dropout, masks) is `fold_in(key(seed), step)` with the key of
+`train.prng_impl`, so the RNG needs no state of its own: a run resumed at step s draws
+what an uninterrupted run draws at step s, on any mesh.
+"""
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from diffgrm_jax.runtime import compile_options
+from diffgrm_jax.training import masking
+from diffgrm_jax.runtime.cli import ConfigError
+from diffgrm_jax.runtime import sharding as shard_lib
+from diffgrm_jax.model import masked_rows
+
+
+DEVICE_KEYS = ("hist_sids", "hist_mask", "target_sid", "target_item", "weight")
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def make_optimizer(config, total_steps):
+  """AdamW with linear warmup from 0 then cosine decay to 0, global-norm clipping."""
+  o = config.optim
+  total_steps = max(int(total_steps), 1)
+  warmup = min(int(o.warmup_steps), total_steps)
+  if warmup >= total_steps:
+    schedule = optax.linear_schedule(0.0, o.lr, total_steps)
+  else:
+    schedule = optax.warmup_cosine_decay_schedule(
+        0.0, o.lr, warmup_steps=warmup, decay_steps=total_steps, end_value=0.0)
+  tx = optax.chain(
+      optax.clip_by_global_norm(o.clip_norm),
+      optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
+  return tx, schedule
+
+
+def _dummy_inputs(config):
+  n = config.sid.n_digit
+  l = config.data.max_history_len
+  return (jnp.zeros((1, l, n), jnp.int32), jnp.ones((1, l), bool),
+          jnp.zeros((1, 1, n), jnp.int32), jnp.zeros((1, 1, n), bool))
+
+
+def _boxed_init(model, tx, config):
+  """Init function returning the state with logical-axis boxes (for shardings)."""
+  def init(key):
+    params = model.init(key, *_dummy_inputs(config))["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+  return init
+
+
+def _state_shardings(boxed_abstract, config, mesh):
+  """The state's shardings: parameters by the mesh rules; the optimiser state also split
+  over the data axis (`sharding.split_over_data`, ZeRO stage 1)."""
+  shardings = shard_lib.logical_to_sharding(boxed_abstract, config, mesh)
+  opt = shard_lib.split_over_data(shardings.opt_state, nn.meta.unbox(boxed_abstract.opt_state),
+                                  mesh)
+  return shardings.replace(opt_state=opt)
+
+
+def init_state(model, tx, config, mesh):
+  """Initialises the state directly in its sharded layout; returns (state, shardings)."""
+  boxed_init = _boxed_init(model, tx, config)
+  key = jax.random.key(config.seed)
+  shardings = _state_shardings(jax.eval_shape(boxed_init, key), config, mesh)
+  state = jax.jit(lambda k: nn.meta.unbox(boxed_init(k)), out_shardings=shardings)(key)
+  return state, shardings
+
+
+def abstract_state(model, tx, config, mesh):
+  """(ShapeDtypeStructs with shardings, shardings) for restoring a checkpoint onto `mesh`."""
+  abstract = jax.eval_shape(_boxed_init(model, tx, config), jax.random.key(0))
+  shardings = _state_shardings(abstract, config, mesh)
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      nn.meta.unbox(abstract), shardings), shardings
+
+
+def token_losses(logits, targets, label_smoothing):
+  """logits [B, V, N, C], targets [B, N] -> label-smoothed CE per token [B, V, N]."""
+  c = logits.shape[-1]
+  labels = optax.smooth_labels(jax.nn.one_hot(targets, c), label_smoothing)
+  return optax.softmax_cross_entropy(logits, labels[:, None])
+
+
+def loss_terms(tok, masked, weight, reduction):
+  """tok, masked: [B, V, N]; weight: [B] (0 = padding row) -> (numerator, denominator).
+
+  The loss is numerator / max(denominator, 1). Both are sums over rows, so the terms of
+  micro-batches add up to those of the whole batch (`train.micro_batches`).
+  'pooled': sum over every masked token / number of masked tokens.
+  'view_mean': mean over a view's masked digits, then mean over views and rows.
+  """
+  m = masked.astype(tok.dtype) * weight[:, None, None]
+  if reduction == "pooled":
+    return (tok * m).sum(), m.sum()
+  if reduction == "view_mean":
+    per_view = (tok * m).sum(-1) / jnp.maximum(masked.sum(-1), 1)
+    return per_view.sum(), weight.sum() * tok.shape[1]
+  raise ValueError(f"masking.reduction must be 'pooled' or 'view_mean', got {reduction!r}")
+
+
+def loss_denominator(den):
+  """The divisor of `loss_terms`' numerator: at least 1, so an all-padding batch gives 0."""
+  return jnp.maximum(den, 1.0)
+
+
+def reduce_loss(tok, masked, weight, reduction):
+  """tok, masked: [B, V, N]; weight: [B] -> the scalar loss (see `loss_terms`)."""
+  num, den = loss_terms(tok, masked, weight, reduction)
+  return num / loss_denominator(den)
+
+
+def views_for_batch(model, params, enc, batch, key, config):
+  """Returns (codes, known, masked) [B, V, N] for the batch's target SIDs."""
+  target = batch["target_sid"]
+  b, n = target.shape
+  if model.kind == "autoregressive":
+    # Teacher forcing: one view, every digit predicted from the digits before it.
+    ones = jnp.ones((b, 1, n), bool)
+    return target[:, None], ones, ones
+  k = config.masking
+  confidence = None
+  if k.strategy == "guided":
+    # No-gradient all-masked pass with the training model itself, without dropout.
+    logits = model.apply({"params": params}, jax.lax.stop_gradient(enc), batch["hist_mask"],
+                         method="guided_logits")
+    confidence = jax.lax.stop_gradient(jax.nn.softmax(logits[:, 0], -1).max(-1))
+  masked = masking.make_masks(
+      key, b, n, strategy=k.strategy, augment_factor=k.augment_factor, mask_prob=k.mask_prob,
+      view_probs=tuple(k.view_probs), force_all_masked=k.force_all_masked,
+      confidence=confidence)
+  codes = jnp.broadcast_to(target[:, None], masked.shape)
+  return codes, ~masked, masked
+
+
+def _loss_terms_fn(params, model, batch, key, config, train=True):
+  """(numerator, denominator) of the batch's loss (`loss_terms`)."""
+  k_enc, k_mask, k_dec = jax.random.split(key, 3)
+  variables = {"params": params}
+  enc = model.apply(variables, batch["hist_sids"], batch["hist_mask"], deterministic=not train,
+                    rngs={"dropout": k_enc}, method="encode")
+  codes, known, masked = views_for_batch(model, params, enc, batch, k_mask, config)
+  rows = None
+  if config.train.masked_last_block and model.kind == "diffgrm":
+    count = masking.masked_count(config.masking.strategy, masked.shape[-1])
+    if count is not None and count < masked[0].size:
+      rows = masking.masked_rows(masked, count)
+  if rows is None:
+    logits = model.apply(variables, enc, batch["hist_mask"], codes, known,
+                         deterministic=not train, rngs={"dropout": k_dec}, method="decode")
+  else:  # the last block at the masked digits only (model/masked_rows.py)
+    logits = masked_rows.decode(model, variables, enc, batch["hist_mask"], codes, known, rows,
+                                deterministic=not train, rngs={"dropout": k_dec})
+  tok = token_losses(logits, batch["target_sid"], config.masking.label_smoothing)
+  return loss_terms(tok, masked, batch["weight"], config.masking.reduction)
+
+
+def loss_fn(params, model, batch, key, config, train=True):
+  num, den = _loss_terms_fn(params, model, batch, key, config, train)
+  return num / loss_denominator(den)
+
+
+# `train.micro_batches = 0` on CPU: slices of at least this many rows per data-parallel
+# device, small enough that a slice's activations stay in cache (faster and less memory;
+# benchmarks/results/speed.md, "Micro-batches").
+AUTO_SLICE_ROWS = 32
+# ... and at least this many for histories longer than AUTO_LONG_HISTORY items: a slice's
+# activations grow with its history (encoder, cross-attention), so longer histories take
+# smaller slices to keep the step's temporary memory down.
+AUTO_SLICE_ROWS_LONG = 16
+AUTO_LONG_HISTORY = 8
+
+
+def micro_batches(config, data_parallel=1, platform=None, history_len=None):
+  """Slices per step: `train.micro_batches`.
+
+  0 means automatic: on CPU the most slices that leave each data-parallel device at least
+  `AUTO_SLICE_ROWS` rows of the batch in each (`AUTO_SLICE_ROWS_LONG` when `history_len`,
+  the batch's history bucket, is above `AUTO_LONG_HISTORY`), dividing its rows evenly;
+  elsewhere 1, since accelerators are fastest on the whole batch. `platform` defaults to
+  JAX's backend.
+  """
+  n = int(config.train.micro_batches)
+  if n != 0:
+    return n
+  if (platform or jax.default_backend()) != "cpu":
+    return 1
+  rows = config.train.batch_size // max(data_parallel, 1)
+  least = AUTO_SLICE_ROWS
+  if history_len is not None and history_len > AUTO_LONG_HISTORY:
+    least = AUTO_SLICE_ROWS_LONG
+  return max(m for m in range(1, max(rows, 1) + 1)
+             if rows % m == 0 and (m == 1 or rows // m >= least))
+
+
+def micro_batched_value_and_grad(params, model, batch, key, config, n_slices):
+  """(loss, grads) of the whole batch, computed over `n_slices` slices in a `lax.scan`.
+
+  The activations kept for the backward pass are those of one slice, so the step's
+  temporary memory falls about `n_slices`-fold. The loss and its gradient equal the
+  whole batch's (the numerators and denominators of `loss_terms` add up); the random
+  draws differ (slice i draws from `fold_in(key, i)`), so with dropout or random masking
+  it is a different, equally valid run.
+  """
+  def split(x):
+    # Rows j * M + i form slice i, so each device's rows split evenly among the slices.
+    return jnp.swapaxes(x.reshape(x.shape[0] // n_slices, n_slices, *x.shape[1:]), 0, 1)
+
+  slices = {k: split(v) for k, v in batch.items()}
+  grad_fn = jax.value_and_grad(_loss_terms_fn, has_aux=True)
+
+  def body(carry, xs):
+    i, piece = xs
+    num_sum, den_sum, grad_sum = carry
+    (num, den), grads = grad_fn(params, model, piece, jax.random.fold_in(key, i), config)
+    return (num_sum + num, den_sum + den, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  init = (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), zeros)
+  (num, den, grads), _ = jax.lax.scan(body, init, (jnp.arange(n_slices), slices))
+  den = loss_denominator(den)
+  return num / den, jax.tree.map(lambda g: g / den, grads)
+
+
+PRNG_IMPLS = ("threefry2x32", "rbg", "unsafe_rbg")
+
+
+def step_key(config):
+  """The base key of the step's random draws, of the implementation `train.prng_impl`."""
+  return jax.random.key(config.seed, impl=config.train.prng_impl)
+
+
+class TrainStep:
+  """`step(state, batch) -> (state, metrics)` as two compiled programs; donates the state.
+
+  `gradients(params, step, batch) -> (loss, grads)` is compiled once per batch shape (each
+  history bucket); `update(state, grads, loss) -> (state, metrics)`, the optimiser step,
+  does not depend on the batch and is compiled once, not again for every bucket
+  (compiling is where training's host memory peaks on CPU).
+  """
+
+  def __init__(self, gradients, update):
+    self.gradients = gradients
+    self.update = update
+
+  def __call__(self, state, batch):
+    loss, grads = self.gradients(state.params, state.step, batch)
+    return self.update(state, grads, loss)
+
+
+def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding):
+  """Returns the `TrainStep` of this model, optimiser and config on the state's shardings."""
+  base_key = step_key(config)
+  replicated = shard_lib.replicated(batch_sharding.mesh)
+  data_parallel = shard_lib.data_parallel_size(config, batch_sharding.mesh)
+
+  def gradients(params, step, batch):
+    key = jax.random.fold_in(base_key, step)
+    # Traced once per history bucket, so each bucket gets its own slice count.
+    n_micro = micro_batches(config, data_parallel, history_len=batch["hist_sids"].shape[1])
+    if n_micro > 1:
+      return micro_batched_value_and_grad(params, model, batch, key, config, n_micro)
+    return jax.value_and_grad(loss_fn)(params, model, batch, key, config)
+
+  def update(state, grads, loss):
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+    return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  batch_shardings = {k: batch_sharding for k in DEVICE_KEYS}
+  params_shardings = state_shardings.params
+  # Gradients leave the first program laid out as the parameters (split over the data axis
+  # there, GSPMD would carry that layout back into the activations of fsdp / tensor meshes
+  # and gather them whole). The update program takes each device's share (a local slice).
+  return TrainStep(
+      jax.jit(gradients, in_shardings=(params_shardings, state_shardings.step, batch_shardings),
+              out_shardings=(replicated, params_shardings),
+              compiler_options=compile_options.options("train")),
+      jax.jit(update, in_shardings=(state_shardings, params_shardings, replicated),
+              out_shardings=(state_shardings, replicated), donate_argnums=(0,)))
+
+
+def to_global(batch, batch_sharding):
+  """Process-local numpy batch -> global jax arrays split over the data axes."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding, batch[k])
+          for k in DEVICE_KEYS}
+
+
+REDUCTIONS = ("pooled", "view_mean")
+
+
+def check_config(config):
+  """Loss and optimiser values that cannot work (one-line `ConfigError` naming the field)."""
+  if config.masking.reduction not in REDUCTIONS:
+    raise ConfigError(f"masking.reduction={config.masking.reduction!r}: must be 'pooled' or "
+                      "'view_mean'")
+  if config.train.prng_impl not in PRNG_IMPLS:
+    raise ConfigError(f"train.prng_impl={config.train.prng_impl!r}: must be one of {PRNG_IMPLS}")
+  if int(config.train.micro_batches) < 0:
+    raise ConfigError(f"train.micro_batches={config.train.micro_batches}: must be >= 1, or 0 "
+                      "for automatic")
