@@ -20,11 +20,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen import meta
 
-from diffgrm_jax.sid import catalogue as catalogue_lib
 from diffgrm_jax.decoding import decoders
 from diffgrm_jax.decoding import settings as decoding
-from diffgrm_jax.sid import legality
 from diffgrm_jax.model.diffgrm import DiffGRM
+from diffgrm_jax.sid import catalogue as catalogue_lib
+from diffgrm_jax.sid import legality
 from synthetic import synthetic_sids  # benchmarks/synthetic.py
 
 flags.DEFINE_string("sizes", "20000,200000,2000000", "Comma-separated catalogue sizes (items).")

@@ -15,12 +15,12 @@ the other) and writes WORKDIR/eval_<split>.json. The work is `experiment.evaluat
 from absl import flags
 import jax
 
+from diffgrm_jax import experiment
+from diffgrm_jax.evaluation import reporting
 from diffgrm_jax.runtime import cli
 from diffgrm_jax.runtime import distributed
-from diffgrm_jax import experiment
 from diffgrm_jax.runtime import host_memory
 from diffgrm_jax.runtime import paths
-from diffgrm_jax.evaluation import reporting
 
 
 def define_flags():

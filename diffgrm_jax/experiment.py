@@ -13,19 +13,19 @@ import functools
 
 import jax
 
-from diffgrm_jax.sid import catalogue as catalogue_lib
-from diffgrm_jax.training import checkpointing
 from diffgrm_jax import config_checks
 from diffgrm_jax import data as data_lib
+from diffgrm_jax import workdir as workdir_lib
 from diffgrm_jax.decoding import settings as decode_settings
 from diffgrm_jax.evaluation import evaluate as evaluation
 from diffgrm_jax.evaluation import metrics as metrics_lib
 from diffgrm_jax.model import factory as model_lib
 from diffgrm_jax.runtime import paths
-from diffgrm_jax.sid import ranking
 from diffgrm_jax.runtime import sharding as shard_lib
+from diffgrm_jax.sid import catalogue as catalogue_lib
+from diffgrm_jax.sid import ranking
+from diffgrm_jax.training import checkpointing
 from diffgrm_jax.training import step as step_lib
-from diffgrm_jax import workdir as workdir_lib
 
 
 class Experiment:

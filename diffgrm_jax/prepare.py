@@ -9,8 +9,8 @@ import json
 
 from absl import flags
 
-from diffgrm_jax.runtime import cli
 from diffgrm_jax.data import prepare_data
+from diffgrm_jax.runtime import cli
 
 
 def define_flags():

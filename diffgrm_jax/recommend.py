@@ -1,4 +1,4 @@
-"""Item recommendations from a trained workdir: the `Recommender` API and its command.
+"""Item recommendations from a trained workdir: the command around `Recommender`.
 
   python -m diffgrm_jax.recommend --workdir=DIR --user=<raw user id>
   python -m diffgrm_jax.recommend --workdir=DIR --history=<raw item id>,<raw item id>,...
@@ -24,8 +24,8 @@ import json
 from absl import flags
 import jax
 
-from diffgrm_jax.evaluation.recommender import Recommender
 from diffgrm_jax.evaluation.recommender import RecommendError
+from diffgrm_jax.evaluation.recommender import Recommender
 from diffgrm_jax.evaluation.recommender import answer
 from diffgrm_jax.evaluation.recommender import read_requests
 from diffgrm_jax.runtime import cli

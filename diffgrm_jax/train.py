@@ -1,4 +1,4 @@
-"""Train, validate and test: the command line of `trainer.train_and_evaluate`.
+"""Train, validate and test: the command line of `training.loop.train_and_evaluate`.
 
   python -m diffgrm_jax.train --config=configs/demo.py --workdir=/tmp/demo \
       [--config.<field>=<value> ...]

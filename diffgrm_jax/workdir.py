@@ -4,7 +4,7 @@
   WORKDIR/data/           the prepared data in `data.save_prepared`'s plain format: SID
                           table, item training counts, user sequences, raw user and item
                           ids, item text (no pickle: a workdir may come from someone else)
-  WORKDIR/checkpoints/, best/, tb/, summary.json   (checkpointing.py, trainer.py)
+  WORKDIR/checkpoints/, best/, tb/, summary.json   (training/checkpointing.py, training/loop.py)
 
 `save` writes the first two when training starts; `load_config` / `load_data` read them
 back, so `eval` and `recommend` need only `--workdir`. A config given as well must agree
@@ -14,9 +14,9 @@ these files need `--config` (their data is prepared from it, as when they were t
 
 import ml_collections
 
-from diffgrm_jax.runtime import cli
 from diffgrm_jax import data as data_lib
 from diffgrm_jax import defaults
+from diffgrm_jax.runtime import cli
 from diffgrm_jax.runtime import paths
 
 CONFIG = "config.json"

@@ -18,8 +18,8 @@ import time
 from absl import app
 from absl import flags
 
-from diffgrm_jax.runtime import cli
 from diffgrm_jax import experiment
+from diffgrm_jax.runtime import cli
 
 FLAGS = flags.FLAGS
 

@@ -1,7 +1,7 @@
-"""Render experiments/results/*.jsonl as the README's results table (Markdown).
+"""Render experiments/results/*.jsonl as docs/results.md's results tables (Markdown).
 
   python experiments/render_results.py            # print the table
-  python experiments/render_results.py --write    # replace the block between the markers in README.md
+  python experiments/render_results.py --write    # replace the block between the markers in docs/results.md
 
 Each row is one run recorded by experiments/reproduce.py; the paper's numbers
 (its Table 2) are listed beside them for the same dataset.
@@ -13,7 +13,7 @@ import json
 import os
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-README = os.path.join(HERE, "..", "README.md")
+RESULTS_MD = os.path.join(HERE, "..", "docs", "results.md")
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 # The paper's test split, SID level: R@5, N@5, R@10, N@10.
@@ -71,20 +71,20 @@ def render(results_dir=os.path.join(HERE, "results")):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--write", action="store_true", help="update README.md between the markers")
+  parser.add_argument("--write", action="store_true", help="update docs/results.md between the markers")
   args = parser.parse_args()
   table = render()
   if not args.write:
     print(table)
     return
-  text = open(README).read()
+  text = open(RESULTS_MD).read()
   if BEGIN not in text or END not in text:
-    raise SystemExit(f"README.md lacks the markers {BEGIN} ... {END}")
+    raise SystemExit(f"docs/results.md lacks the markers {BEGIN} ... {END}")
   head, rest = text.split(BEGIN, 1)
   _, tail = rest.split(END, 1)
-  with open(README, "w") as f:
+  with open(RESULTS_MD, "w") as f:
     f.write(head + BEGIN + "\n" + table + "\n" + END + tail)
-  print("README.md updated")
+  print("docs/results.md updated")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ import numpy as np
 from ml_collections import config_flags
 from tqdm import tqdm
 
-from diffgrm_jax.runtime import cli
 from diffgrm_jax import data as data_lib
 from diffgrm_jax import experiment
 from diffgrm_jax.analysis import likelihood
+from diffgrm_jax.runtime import cli
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config the workdir was trained with.",
                                           lock_config=True)

@@ -21,7 +21,6 @@ import os
 
 import numpy as np
 
-from diffgrm_jax.runtime import paths
 from diffgrm_jax.data import cache
 from diffgrm_jax.data import embeddings
 from diffgrm_jax.data import protocol
@@ -30,6 +29,7 @@ from diffgrm_jax.data import sources
 from diffgrm_jax.data import text as text_lib
 from diffgrm_jax.data.errors import DataError
 from diffgrm_jax.data.protocol import Split
+from diffgrm_jax.runtime import paths
 
 
 @dataclasses.dataclass

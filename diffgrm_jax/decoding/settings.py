@@ -14,17 +14,12 @@ import dataclasses
 import numpy as np
 
 from diffgrm_jax.runtime.cli import ConfigError
+from diffgrm_jax.runtime.cli import check_choice
 from diffgrm_jax.sid import ranking
 
 # 'release_confidence' is the released code's search (release/search.py), for comparisons.
 STRATEGIES = ("confidence", "left_to_right", "random", "release_confidence")
 ITEM_RANKINGS = ranking.ITEM_RANKINGS  # how decoded SIDs become ranked items
-
-
-def check_choice(field, value, choices):
-  """A one-line `ConfigError` (a ValueError) unless `value` is one of `choices`."""
-  if value not in choices:
-    raise ConfigError(f"{field}={value!r}: must be one of {tuple(choices)}")
 
 
 def check_kind(kind, strategy):

@@ -14,6 +14,7 @@ from diffgrm_jax.model.diffgrm import Autoregressive
 from diffgrm_jax.model.diffgrm import DiffGRM
 from diffgrm_jax.release import model as release_model
 from diffgrm_jax.runtime.cli import ConfigError
+from diffgrm_jax.runtime.cli import check_choice
 
 KINDS = {"diffgrm": DiffGRM, "autoregressive": Autoregressive}
 RELEASE_KINDS = {"diffgrm": release_model.ReleaseDiffGRM,
@@ -43,9 +44,7 @@ def from_config(config, dtype=None):
 def check_config(config):
   """The `model` section's values that cannot work (one-line `ConfigError` naming the field)."""
   m = config.model
-  if m.kind not in KINDS:
-    raise ConfigError(f"model.kind={m.kind!r}: must be one of {tuple(KINDS)}")
+  check_choice("model.kind", m.kind, KINDS)
   if m.d_model % m.n_heads:
     raise ConfigError(f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}")
-  if m.dtype not in DTYPES:
-    raise ConfigError(f"model.dtype={m.dtype!r}: must be one of {tuple(DTYPES)}")
+  check_choice("model.dtype", m.dtype, DTYPES)

@@ -1,4 +1,4 @@
-"""Command-line plumbing shared by the entry points, and the user-facing config error.
+"""Command-line plumbing shared by the entry points, the user-facing errors and `check_choice`.
 
 Every command (`python -m diffgrm_jax.<verb>`) parses absl flags with `run_cli`, so a bad
 flag, config, data file or checkpoint ends it with one line, `error: <message>`, and exit
@@ -20,6 +20,13 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
   """A config value that cannot work; the message names the field."""
+
+
+def check_choice(field, value, choices):
+  """A one-line `ConfigError` (a ValueError) unless `value` is one of `choices`: the one
+  form of every enumerated field's check, in the config checks and where a value is used."""
+  if value not in choices:
+    raise ConfigError(f"{field}={value!r}: must be one of {tuple(choices)}")
 
 
 def one_line(text):

@@ -12,9 +12,8 @@ import jax
 
 _OPTIONS = {
     # XLA:CPU's library (YNNPACK) fusions run the decoder's matmuls slower than XLA's own
-    # kernels: without them the Sports model decodes about 1.25x faster. The train step
-    # keeps them (without them it trained slower); XLA's memory-minimising scheduler,
-    # passed here instead of through XLA_FLAGS, left its temporary memory unchanged.
+    # kernels, so the decoder goes without them; the train step is faster with them
+    # (benchmarks/results/speed.md, "Decoding: per-function XLA options, ...").
     ("decode", "cpu"): {"xla_cpu_experimental_ynn_fusion_type": ""},
 }
 

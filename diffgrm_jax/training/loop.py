@@ -31,16 +31,16 @@ from jax.experimental import multihost_utils
 import numpy as np
 from tqdm import tqdm
 
-from diffgrm_jax.training import checkpointing
 from diffgrm_jax import data as data_lib
-from diffgrm_jax.decoding import settings as decode_settings
 from diffgrm_jax import experiment
+from diffgrm_jax import workdir as workdir_lib
+from diffgrm_jax.decoding import settings as decode_settings
+from diffgrm_jax.evaluation import reporting
 from diffgrm_jax.runtime import host_memory
 from diffgrm_jax.runtime import paths
-from diffgrm_jax.evaluation import reporting
 from diffgrm_jax.runtime import tb_writer
+from diffgrm_jax.training import checkpointing
 from diffgrm_jax.training import step as step_lib
-from diffgrm_jax import workdir as workdir_lib
 
 
 class TrainingError(RuntimeError):

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from diffgrm_jax.runtime.cli import ConfigError
+from diffgrm_jax.runtime.cli import check_choice
 
 STRATEGIES = ("random", "sequential", "prefix", "guided")
 # guided: the confidence pass with cross-attention keys/values projected as in training, or
@@ -73,7 +74,7 @@ def make_masks(key, batch_size, n_digit, *, strategy, augment_factor, mask_prob=
   if strategy == "prefix":
     views = jnp.arange(n_digit)[None, :] >= jnp.arange(n_digit)[:, None]  # [V, N]
     return jnp.broadcast_to(views, (batch_size, n_digit, n_digit))
-  raise ValueError(f"masking.strategy must be one of {STRATEGIES}, got {strategy!r}")
+  check_choice("masking.strategy", strategy, STRATEGIES)
 
 
 def masked_count(strategy, n_digit):
@@ -98,8 +99,7 @@ def masked_rows(masked, count):
 def check_config(config):
   """The `masking` section's values that cannot work (one-line `ConfigError` naming the field)."""
   k, n = config.masking, config.sid.n_digit
-  if k.strategy not in STRATEGIES:
-    raise ConfigError(f"masking.strategy={k.strategy!r}: must be one of {STRATEGIES}")
+  check_choice("masking.strategy", k.strategy, STRATEGIES)
   if k.strategy in ("guided", "sequential", "prefix") and k.augment_factor != n:
     raise ConfigError(
         f"masking.augment_factor={k.augment_factor}: the {k.strategy} strategy makes one view "
@@ -109,5 +109,4 @@ def check_config(config):
                       f"masking.augment_factor={k.augment_factor}")
   if not 0.0 < k.mask_prob <= 1.0:
     raise ConfigError(f"masking.mask_prob={k.mask_prob}: must be in (0, 1]")
-  if k.guided_pass not in GUIDED_PASSES:
-    raise ConfigError(f"masking.guided_pass={k.guided_pass!r}: must be one of {GUIDED_PASSES}")
+  check_choice("masking.guided_pass", k.guided_pass, GUIDED_PASSES)

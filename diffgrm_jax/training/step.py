@@ -13,11 +13,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from diffgrm_jax.runtime import compile_options
-from diffgrm_jax.training import masking
-from diffgrm_jax.runtime.cli import ConfigError
-from diffgrm_jax.runtime import sharding as shard_lib
 from diffgrm_jax.model import masked_rows
+from diffgrm_jax.runtime import compile_options
+from diffgrm_jax.runtime import sharding as shard_lib
+from diffgrm_jax.runtime.cli import ConfigError
+from diffgrm_jax.runtime.cli import check_choice
+from diffgrm_jax.training import masking
 
 
 DEVICE_KEYS = ("hist_sids", "hist_mask", "target_sid", "target_item", "weight")
@@ -94,6 +95,9 @@ def token_losses(logits, targets, label_smoothing):
   return optax.softmax_cross_entropy(logits, labels[:, None])
 
 
+REDUCTIONS = ("pooled", "view_mean")
+
+
 def loss_terms(tok, masked, weight, reduction):
   """tok, masked: [B, V, N]; weight: [B] (0 = padding row) -> (numerator, denominator).
 
@@ -108,7 +112,7 @@ def loss_terms(tok, masked, weight, reduction):
   if reduction == "view_mean":
     per_view = (tok * m).sum(-1) / jnp.maximum(masked.sum(-1), 1)
     return per_view.sum(), weight.sum() * tok.shape[1]
-  raise ValueError(f"masking.reduction must be 'pooled' or 'view_mean', got {reduction!r}")
+  check_choice("masking.reduction", reduction, REDUCTIONS)
 
 
 def loss_denominator(den):
@@ -299,16 +303,12 @@ def to_global(batch, batch_sharding):
           for k in DEVICE_KEYS}
 
 
-REDUCTIONS = ("pooled", "view_mean")
 
 
 def check_config(config):
   """Loss and optimiser values that cannot work (one-line `ConfigError` naming the field)."""
-  if config.masking.reduction not in REDUCTIONS:
-    raise ConfigError(f"masking.reduction={config.masking.reduction!r}: must be 'pooled' or "
-                      "'view_mean'")
-  if config.train.prng_impl not in PRNG_IMPLS:
-    raise ConfigError(f"train.prng_impl={config.train.prng_impl!r}: must be one of {PRNG_IMPLS}")
+  check_choice("masking.reduction", config.masking.reduction, REDUCTIONS)
+  check_choice("train.prng_impl", config.train.prng_impl, PRNG_IMPLS)
   if int(config.train.micro_batches) < 0:
     raise ConfigError(f"train.micro_batches={config.train.micro_batches}: must be >= 1, or 0 "
                       "for automatic")

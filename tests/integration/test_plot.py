@@ -12,7 +12,7 @@ from diffgrm_jax import plot
 from diffgrm_jax.runtime import scalar_log
 from diffgrm_jax.runtime import tb_writer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from support.configs import ROOT
 PNG = b"\x89PNG\r\n\x1a\n"
 
 

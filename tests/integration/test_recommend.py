@@ -15,16 +15,16 @@ import pytest
 from support.configs import ROOT
 from support.runs import TIMEOUT, saved_steps, subprocess_env, tail, tiny_run_config
 
-from diffgrm_jax.training import checkpointing
 from diffgrm_jax import data as data_lib
+from diffgrm_jax import experiment
+from diffgrm_jax import workdir as workdir_lib
 from diffgrm_jax.decoding import decoders
 from diffgrm_jax.decoding import settings as decoding
 from diffgrm_jax.evaluation import evaluate as evaluation
-from diffgrm_jax import experiment
 from diffgrm_jax.evaluation import metrics
-from diffgrm_jax.sid import ranking
 from diffgrm_jax.evaluation import recommender
-from diffgrm_jax import workdir as workdir_lib
+from diffgrm_jax.sid import ranking
+from diffgrm_jax.training import checkpointing
 
 
 @pytest.fixture(scope="module")

@@ -93,7 +93,7 @@ def test_time_limit_then_rerun_with_sparse_saves_ends_bitwise_equal(reference_ru
 # The first validation (epoch 1, step 9) scores best; later ones score lower.
 _FIRST_IS_BEST_CHILD = """
 import itertools, sys
-sys.path[:0] = ["tests"]
+sys.path[:0] = ["tests", "tests/integration"]
 from support import runs as h
 from diffgrm_jax.runtime import cpu_devices
 from diffgrm_jax.training import loop as trainer
@@ -149,7 +149,7 @@ BAD_STEP = STEPS_PER_EPOCH + 2
 # Run in a child to reuse the session's compilation cache (in-process it compiles again).
 _NAN_CHILD = """
 import sys
-sys.path[:0] = ["tests"]
+sys.path[:0] = ["tests", "tests/integration"]
 from support import runs as h
 import test_training_loop as t
 from diffgrm_jax import data as data_lib

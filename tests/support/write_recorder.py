@@ -52,7 +52,7 @@ def _via_and_where(frame):
   via, where = "plain", None
   while frame is not None:
     name = frame.f_code.co_filename
-    if f"{_SEP}etils{_SEP}epath{_SEP}" in name or name.endswith(f"diffgrm_jax{_SEP}paths.py"):
+    if f"{_SEP}etils{_SEP}epath{_SEP}" in name or name.endswith(f"diffgrm_jax{_SEP}runtime{_SEP}paths.py"):
       via = "epath"
     elif f"{_SEP}tensorboardX{_SEP}" in name and via == "plain":
       via = "tensorboardX"

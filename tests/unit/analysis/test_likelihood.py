@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from diffgrm_jax.sid import catalogue as catalogue_lib
 from diffgrm_jax.analysis import likelihood
+from diffgrm_jax.sid import catalogue as catalogue_lib
 from support.tiny import tiny_model
 
 N, C = 3, 4

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from support.catalogue_reference import items_of, padded_tables, ranked_items
-from diffgrm_jax.sid import catalogue as catalogue_lib
 from diffgrm_jax import config_checks
 from diffgrm_jax.decoding import decoders
 from diffgrm_jax.decoding import settings as decoding
+from diffgrm_jax.sid import catalogue as catalogue_lib
 from support.tiny import tiny_model
 
 N, C = 4, 8

@@ -7,10 +7,10 @@ import pytest
 from flax.linen import meta
 
 from support.catalogue_reference import items_of, ranked_items
-from diffgrm_jax.sid import catalogue as catalogue_lib
 from diffgrm_jax.decoding import settings as decoding
 from diffgrm_jax.evaluation import evaluate as evaluation
 from diffgrm_jax.evaluation import metrics
+from diffgrm_jax.sid import catalogue as catalogue_lib
 from support.tiny import tiny_model
 
 N = 4

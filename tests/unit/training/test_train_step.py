@@ -15,8 +15,8 @@ import pytest
 from support.configs import ROOT, tiny_config
 from support.tiny import random_batch, train_random_steps
 from diffgrm_jax.model import factory as model_lib
-from diffgrm_jax.runtime.cli import ConfigError
 from diffgrm_jax.runtime import sharding as shard_lib
+from diffgrm_jax.runtime.cli import ConfigError
 from diffgrm_jax.training import step as step_lib
 
 
