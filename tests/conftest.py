@@ -30,7 +30,7 @@ def config():
 # Measured on a 2-core machine: 310, 150, 140, 130, 80, 75, 70 s and below.
 _LONGEST_FIRST = ("test_train_step.py", "test_demo.py", "test_decoding.py",
                   "test_training_loop.py", "test_multihost.py", "test_sharding.py",
-                  "test_recommend.py", "test_parity.py", "test_diffgrm.py")
+                  "test_gcs_workdir.py", "test_recommend.py", "test_parity.py", "test_diffgrm.py")
 
 
 def pytest_configure(config):

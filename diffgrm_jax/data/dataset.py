@@ -122,8 +122,29 @@ def _load_sequences(config, folder, key):
   return raw.sequences, dict(meta, ids=ids), raw.embeddings, raw
 
 
+# Fields naming files the data layer reads or caches: local paths only (it reads them with
+# numpy, gzip and faiss, and its cache renames files into place).
+LOCAL_FIELDS = ("data.data_dir", "data.cache_dir", "data.interactions.path",
+                "data.interactions.items_path", "embedding.path")
+
+
+def check_local_paths(config):
+  """A one-line DataError when a data field names a URL (gs://, s3://): the data and its
+  cache are read from local disk, while workdirs may live in a bucket."""
+  for field in LOCAL_FIELDS:
+    section, *rest = field.split(".")
+    value = config[section]
+    for part in rest:
+      value = value[part]
+    if "://" in str(value):
+      raise DataError(f"{field}={value}: the data and its cache must be local paths (only "
+                      "--workdir may be a bucket); copy the files to this machine first "
+                      "(launch/README.md, \"Data and caches\")")
+
+
 def prepare_data(config, *, verbose: bool = True) -> PreparedData:
   """Builds (or loads from config.data.cache_dir) sequences, splits, embeddings and SIDs."""
+  check_local_paths(config)
   d, s = config.data, config.sid
   sids_lib.nbits_of(s.codebook_size)
   folder = os.path.join(d.cache_dir, d.name)

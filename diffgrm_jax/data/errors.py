@@ -14,6 +14,8 @@ Raised (message names the file, and the line where there is one):
                                         at least 3" / "dataset too small: N training items for
                                         codebooks of K codes"
   bad codebook size ................... "sid.codebook_size=K: must be a power of two ..."
+  a data path that is a URL ........... "data.cache_dir=gs://...: the data and its cache must
+                                        be local paths ..."
   interactions source (interactions.py):
     missing field / column ............ "<path>:<line>: missing 'item_id'" /
                                         "<path>:<line>: no column 'item_id' in the header ..."

@@ -8,11 +8,12 @@ Layout:
 early-stopping state, validation history, a fingerprint of the model config and the hash
 of the SID table (`sid_hash`), so a workdir cannot silently be resumed, evaluated or served
 with a different model or SID table (checkpoints from before the SID hash carry none and
-are not checked for it). Orbax writes each step to
-a temporary folder and renames it when complete, so a kill during a save leaves the
-previous checkpoint restorable: a half-written step stays a
-`<step>.orbax-checkpoint-tmp-<time>` folder that `latest_step()` ignores and the next
-training run deletes.
+are not checked for it). A kill during a save leaves the previous checkpoint restorable:
+on local disk orbax writes each step to a temporary folder and renames it when complete,
+so a half-written step stays a `<step>.orbax-checkpoint-tmp-<time>` folder; on an object
+store (gs://: no rename) it writes the step's folder in place and adds `commit_success.txt`
+last, so a half-written step is a folder without it. `latest_step()` ignores both and the
+next training run deletes them.
 
 Every failure to read a checkpoint is a `CheckpointError` whose one-line message names
 the folder and says what to do.
@@ -30,6 +31,8 @@ from diffgrm_jax.runtime.cli import UserError
 
 # Name part of the folder orbax writes a step to before renaming it when complete.
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
+# The file orbax writes last into a step's folder on object stores, which have no rename.
+COMMIT_FILE = "commit_success.txt"
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -54,13 +57,23 @@ def _first_line(e):
   return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
 
 
+def _unfinished(path, name):
+  """Whether `name` in a checkpoints folder is a save that did not finish: orbax writes a
+  local save under a temporary name and renames it when complete; on an object store (no
+  rename) it writes the step's folder in place and adds COMMIT_FILE last."""
+  if TMP_SUFFIX in name:
+    return True
+  return (paths.is_remote(path) and name.isdigit()
+          and not paths.exists(paths.join(path, name, COMMIT_FILE)))
+
+
 def _remove_unfinished_saves(path):
   # Done here, not by orbax's cleanup_tmp_directories: that runs in a thread which
   # `close()` does not wait for, so a program ending early (e.g. on a config error)
   # crashes in it at interpreter shutdown.
   if jax.process_index() == 0:
     for name in paths.listdir(path):
-      if TMP_SUFFIX in name:
+      if _unfinished(path, name):
         paths.rmtree(paths.join(path, name))
 
 
