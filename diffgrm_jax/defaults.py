@@ -227,6 +227,10 @@ def get_config():
   # benchmarks/results/speed.md, "Training: the decoder's last block at the masked digits
   # only").
   t.masked_last_block = True
+  # Keep compiled XLA programs in <data.cache_dir>/xla, so that a second run, eval and
+  # recommend load what was compiled before (diffgrm_jax/runtime/compile_cache.py). False:
+  # compile every time. A folder set by JAX_COMPILATION_CACHE_DIR is used as it is.
+  t.compilation_cache = True
 
   # ---------------------------------------------------------------- decoding
   c.decode = b = ml_collections.ConfigDict()

@@ -20,6 +20,7 @@ from diffgrm_jax.decoding import settings as decode_settings
 from diffgrm_jax.evaluation import evaluate as evaluation
 from diffgrm_jax.evaluation import metrics as metrics_lib
 from diffgrm_jax.model import factory as model_lib
+from diffgrm_jax.runtime import compile_cache
 from diffgrm_jax.runtime import paths
 from diffgrm_jax.runtime import sharding as shard_lib
 from diffgrm_jax.sid import catalogue as catalogue_lib
@@ -31,7 +32,8 @@ from diffgrm_jax.training import step as step_lib
 class Experiment:
   """Config -> mesh, model, data, catalogue; checkpoints, abstract state and evaluation.
 
-  The config is checked, and the mesh built and checked against the devices, at
+  The config is checked, the persistent compilation cache turned on
+  (`train.compilation_cache`), and the mesh built and checked against the devices, at
   construction (they fail in a second); the data is prepared on first use of `data`
   (it may take minutes), so a caller can check a workdir's checkpoints before that.
   `data` may be given (already prepared, e.g. loaded from a file).
@@ -40,6 +42,7 @@ class Experiment:
   def __init__(self, config, data=None, devices=None):
     config_checks.check_config(config)
     self.config = config
+    compile_cache.enable(config)  # before anything compiles
     self.mesh = shard_lib.make_mesh(config, devices)
     self.batch_sharding = shard_lib.batch_sharding(config, self.mesh)
     config_checks.check_against_devices(

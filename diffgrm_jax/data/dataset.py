@@ -139,7 +139,7 @@ def check_local_paths(config):
     if "://" in str(value):
       raise DataError(f"{field}={value}: the data and its cache must be local paths (only "
                       "--workdir may be a bucket); copy the files to this machine first "
-                      "(launch/README.md, \"Data and caches\")")
+                      "(launch/README.md, \"Workdirs on gs://\")")
 
 
 def prepare_data(config, *, verbose: bool = True) -> PreparedData:
