@@ -231,6 +231,10 @@ def get_config():
   # recommend load what was compiled before (diffgrm_jax/runtime/compile_cache.py). False:
   # compile every time. A folder set by JAX_COMPILATION_CACHE_DIR is used as it is.
   t.compilation_cache = True
+  # Compiled programs per train step: 2 (gradients, then the optimiser update: the update
+  # is compiled once for every history bucket, which saves compile memory), 1 (both in one
+  # program, one dispatch per step), or 0: 2 on CPU, 1 on GPU/TPU.
+  t.step_programs = 0
 
   # ---------------------------------------------------------------- decoding
   c.decode = b = ml_collections.ConfigDict()

@@ -26,7 +26,8 @@ _FREE = {f"model.{f}" for f in defaults.FREE_MODEL_FIELDS} | {"sid.faiss_threads
 # Fields added after workdirs first kept their config, with the value that reproduces what
 # a run did before the field existed (the default in defaults.py may differ): a resumed or
 # evaluated old workdir goes on as it was trained.
-_BEFORE_FIELD = {("train", "micro_batches"): 1, ("train", "masked_last_block"): False}
+_BEFORE_FIELD = {("train", "micro_batches"): 1, ("train", "masked_last_block"): False,
+                 ("train", "step_programs"): 2}
 
 
 class WorkdirError(cli.UserError, ValueError):

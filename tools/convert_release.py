@@ -19,7 +19,7 @@ one array per state-dict key, needs numpy only):
 kernel'); load it with `load_params_npz`. `--orbax` writes an orbax PyTree checkpoint
 (needs jax and orbax) that `orbax.checkpoint.StandardCheckpointer().restore(path)`
 returns as the `params` dict. Evaluate either with `model.apply({'params': params}, ...)`
-or `diffgrm_jax.evaluation.evaluate({'params': params}, model, ...)`.
+or `diffgrm_jax.evaluation.evaluate.evaluate({'params': params}, model, ...)`.
 
 Shapes (d = d_model, H heads, N digits, C codes; torch Linear weights are [out, in]):
   embedding.weight [3 + N*C, d]     rows 3.. -> token_embedding [N*C, d] (0-2: PAD/BOS/EOS)

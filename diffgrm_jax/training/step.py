@@ -246,20 +246,36 @@ def step_key(config):
   return jax.random.key(config.seed, impl=config.train.prng_impl)
 
 
-class TrainStep:
-  """`step(state, batch) -> (state, metrics)` as two compiled programs; donates the state.
+STEP_PROGRAMS = (0, 1, 2)
 
-  `gradients(params, step, batch) -> (loss, grads)` is compiled once per batch shape (each
-  history bucket); `update(state, grads, loss) -> (state, metrics)`, the optimiser step,
-  does not depend on the batch and is compiled once, not again for every bucket
-  (compiling is where training's host memory peaks on CPU).
+
+def step_programs(config, platform=None):
+  """Compiled programs per train step: `train.step_programs`, or for 0 two on CPU and one
+  on GPU/TPU. `platform` defaults to JAX's backend."""
+  n = int(config.train.step_programs)
+  if n:
+    return n
+  return 2 if (platform or jax.default_backend()) == "cpu" else 1
+
+
+class TrainStep:
+  """`step(state, batch) -> (state, metrics)`; donates the state.
+
+  Two programs (`fused` None): `gradients(params, step, batch) -> (loss, grads)`, compiled
+  once per batch shape (each history bucket), then `update(state, grads, loss) -> (state,
+  metrics)`, the optimiser step, which does not depend on the batch and is compiled once,
+  not again for every bucket (compiling is where training's host memory peaks on CPU).
+  One program (`fused`): both in one call, one dispatch per step (accelerators).
   """
 
-  def __init__(self, gradients, update):
+  def __init__(self, gradients, update, fused=None):
     self.gradients = gradients
     self.update = update
+    self.fused = fused
 
   def __call__(self, state, batch):
+    if self.fused is not None:
+      return self.fused(state, batch)
     loss, grads = self.gradients(state.params, state.step, batch)
     return self.update(state, grads, loss)
 
@@ -286,6 +302,12 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
 
   batch_shardings = {k: batch_sharding for k in DEVICE_KEYS}
   params_shardings = state_shardings.params
+
+  def fused(state, batch):
+    loss, grads = gradients(state.params, state.step, batch)
+    grads = jax.lax.with_sharding_constraint(grads, params_shardings)  # as the two programs
+    return update(state, grads, loss)
+
   # Gradients leave the first program laid out as the parameters (split over the data axis
   # there, GSPMD would carry that layout back into the activations of fsdp / tensor meshes
   # and gather them whole). The update program takes each device's share (a local slice).
@@ -294,7 +316,11 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
               out_shardings=(replicated, params_shardings),
               compiler_options=compile_options.options("train")),
       jax.jit(update, in_shardings=(state_shardings, params_shardings, replicated),
-              out_shardings=(state_shardings, replicated), donate_argnums=(0,)))
+              out_shardings=(state_shardings, replicated), donate_argnums=(0,)),
+      None if step_programs(config) == 2 else jax.jit(
+          fused, in_shardings=(state_shardings, batch_shardings),
+          out_shardings=(state_shardings, replicated), donate_argnums=(0,),
+          compiler_options=compile_options.options("train")))
 
 
 def to_global(batch, batch_sharding):
@@ -309,6 +335,7 @@ def check_config(config):
   """Loss and optimiser values that cannot work (one-line `ConfigError` naming the field)."""
   check_choice("masking.reduction", config.masking.reduction, REDUCTIONS)
   check_choice("train.prng_impl", config.train.prng_impl, PRNG_IMPLS)
+  check_choice("train.step_programs", config.train.step_programs, STEP_PROGRAMS)
   if int(config.train.micro_batches) < 0:
     raise ConfigError(f"train.micro_batches={config.train.micro_batches}: must be >= 1, or 0 "
                       "for automatic")
