@@ -3,6 +3,7 @@
   exp = Experiment(config)            # checks the config, builds the mesh (fails fast)
   exp.data, exp.catalogue             # prepared on first use (may take minutes)
   exp.evaluate(params, "valid")       # decodes a split with the split's SearchSettings
+  exp.validate(params)                # its SID-level metrics on the device (training)
 
 `evaluate_workdir` restores a workdir's best (or latest) checkpoint onto the devices present
 now and evaluates it: what `python -m diffgrm_jax.eval` runs. `from_workdir` builds the
@@ -12,6 +13,7 @@ experiment from a workdir's own config and data (workdir.py). See docs/design.md
 import functools
 
 import jax
+import numpy as np
 
 from diffgrm_jax import config_checks
 from diffgrm_jax import data as data_lib
@@ -109,6 +111,22 @@ class Experiment:
         log_prior=self.item_log_prior(ranking_settings.item_prior_alpha), mesh=self.mesh,
         batch_sharding=self.batch_sharding, progress=progress and jax.process_index() == 0,
         keep_items=keep_items)
+
+  def validate(self, params, search=None):
+    """The validation split's SID-level metrics (what model selection reads), computed on
+    the device (`evaluation.validate`); its batches are uploaded once per experiment."""
+    search = search or self.search_settings("valid")
+    cache = self.__dict__.setdefault("_valid_batches", {})
+    if search.batch_size not in cache:
+      batches = data_lib.eval_batches(self.data, "valid", batch_size=search.batch_size,
+                                      buckets=tuple(self.config.data.length_buckets))
+      put = lambda x, dtype: jax.make_array_from_process_local_data(
+          self.batch_sharding, np.asarray(x, dtype))
+      cache[search.batch_size] = [
+          (put(b["hist_sids"], np.int32), put(b["hist_mask"], bool),
+           put(b["target_sid"], np.int32), put(b["weight"], np.float32)) for b in batches]
+    return evaluation.validate({"params": params}, self.model, self.catalogue,
+                               cache[search.batch_size], search, mesh=self.mesh)
 
   def popularity(self, split):
     s = getattr(self.data, split)

@@ -9,13 +9,20 @@ SID level ranks the first `top_k` decoded SIDs. Item level ranks the items of al
 (`RankingSettings.item_ranking`, keys `item/...`); the same decode pass also ranks them
 with the other method (keys `item_<method>/...`), so one evaluation compares both.
 `decode_batches` and `rank_decoded` are shared with `recommender.Recommender`.
+
+`validate` is what model selection reads during training: SID-level metrics only, the
+hits counted on the device and one transfer per validation, over batches already on the
+device; it equals `evaluate`'s `sid/` metrics (tests/unit/evaluation/test_metrics.py).
 """
 
 import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
 from tqdm import tqdm
 
 from diffgrm_jax.decoding import decoders
@@ -68,6 +75,34 @@ def rank_decoded(catalogue, pred, scores, valid, log_prior, k, method):
     pred, scores, valid = pred[:, :k], scores[:, :k], valid[:, :k]
   groups = np.where(valid, catalogue.sid_group(pred), -1)
   return ranking.rank_items(catalogue, groups, scores, log_prior, k, method)
+
+
+@functools.partial(jax.jit, static_argnames=("top_k", "out_sharding"))
+def _rank_counts(pred, valid, target_sid, weight, *, top_k, out_sharding=None):
+  """How many real rows (weight > 0) hit at each rank of the first top_k SIDs: int32
+  [top_k + 1], the last entry the misses."""
+  hit = jnp.all(pred[:, :top_k] == target_sid[:, None, :], axis=-1) & valid[:, :top_k]
+  rank = jnp.where(hit.any(1), jnp.argmax(hit, axis=1), top_k)
+  counts = jnp.zeros(top_k + 1, jnp.int32).at[rank].add((weight > 0).astype(jnp.int32))
+  return counts if out_sharding is None else jax.lax.with_sharding_constraint(counts, out_sharding)
+
+
+def validate(variables, model, catalogue, device_batches, search, *, mesh=None):
+  """SID-level Recall/NDCG@{5,10} and 'n_users' of `device_batches`: (hist_sids,
+  hist_mask, target_sid, weight) device arrays (global ones on a mesh). The decoder's
+  outputs stay on the device; a histogram of hit ranks is summed there and read once."""
+  fn, tables = compiled_decoder(model, catalogue, search, mesh)
+  replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
+  counts = jnp.zeros(search.top_k + 1, jnp.int32)
+  for hist, mask, target_sid, weight in device_batches:
+    pred, _, valid = fn(variables, tables, hist, mask)
+    counts = counts + _rank_counts(pred, valid, target_sid, weight, top_k=search.top_k,
+                                   out_sharding=replicated)
+  counts = np.asarray(counts)
+  ranks = np.repeat(np.append(np.arange(search.top_k), metrics.MISS), counts)
+  out = {"n_users": float(counts.sum())}
+  out.update({f"sid/{k}": v for k, v in metrics.recall_ndcg(ranks, metrics.KS).items()})
+  return out
 
 
 def evaluate(variables, model, catalogue, batches, search, ranking_settings, *,

@@ -316,7 +316,7 @@ def _end_of_epoch(run, loop, ep):
   if ep < t.eval_start_epoch or (ep - t.eval_start_epoch) % t.eval_every_epochs:
     return
   t_val = time.time()
-  val = run.exp.evaluate(loop.state.params, "valid", run.valid_search, progress=False)
+  val = run.exp.validate(loop.state.params, run.valid_search)  # SID level, on the device
   run.timing["valid_s"] += time.time() - t_val
   score = run.selection_score(val)
   run.writer.scalars(loop.step, {f"valid/{k}": v for k, v in val.items()} | {"valid/score": score})
@@ -343,12 +343,8 @@ def _final_evaluation(run, loop, abstract, progress):
     final_params, best_meta = best[0].params, best[1]
   else:  # no validation ran (e.g. eval_start_epoch beyond the run): use the last state
     final_params, best_meta = loop.state.params, {"step": loop.step, "epoch": meta["epoch"]}
-  # The best checkpoint was chosen by a validation decode with these very params and
-  # settings: reuse its metrics instead of decoding the validation split again.
-  valid = next(({k: v for k, v in h.items() if k not in ("epoch", "step", "score")}
-                for h in meta["history"] if h["step"] == best_meta.get("step")), None)
-  if valid is None:
-    valid = exp.evaluate(final_params, "valid", run.valid_search, progress=progress)
+  # Validation during training computed the SID level only; the summary has every level.
+  valid = exp.evaluate(final_params, "valid", run.valid_search, progress=progress)
   summary = {
       "dataset": exp.data.name,
       "model_kind": c.model.kind,

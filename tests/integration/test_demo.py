@@ -35,6 +35,12 @@ def test_demo_beats_popularity_by_a_clear_margin(trained):
   # The best checkpoint is the best validation score of the history.
   best = max(s["history"], key=lambda h: h["score"])
   assert s["best_step"] == best["step"]
+  # Validation during training read the SID level on the device; the summary's full
+  # evaluation of the same (best) checkpoint gives the same SID metrics.
+  sid = {k for k in s["valid"] if k.startswith("sid/")}
+  assert set(best) == {"epoch", "step", "score", "n_users"} | sid
+  for k in sid | {"n_users"}:
+    assert math.isclose(best[k], s["valid"][k], rel_tol=1e-12, abs_tol=1e-15), k
 
 
 def test_restore_and_eval_reproduces_training_metrics(trained):

@@ -131,6 +131,17 @@ def test_evaluate_matches_direct_computation_and_ignores_padding():
                              progress=False)
   mesh = jax.make_mesh((1,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  # Validation's SID level on the device equals evaluate's (padding rows left out).
+  device = [tuple(jnp.asarray(b[k]) for k in ("hist_sids", "hist_mask", "target_sid", "weight"))
+            for b in batches]
+  on_device = evaluation.validate(v, model, cat, device, settings)
+  assert set(on_device) == {"n_users"} | {k for k in got if k.startswith("sid/")}
+  for k, val in on_device.items():
+    assert val == pytest.approx(got[k], rel=1e-12, abs=1e-15), k
   got2 = evaluation.evaluate(v, model, cat, batches[:1], settings, ranking_settings,
                              mesh=mesh, batch_sharding=sharding, progress=False)
   assert got2 == pytest.approx(want)
+  sharded = [tuple(jax.device_put(x, sharding) for x in b) for b in device[:1]]
+  one = evaluation.validate(v, model, cat, sharded, settings, mesh=mesh)
+  for k, val in one.items():
+    assert val == pytest.approx(want[k], rel=1e-12, abs=1e-15), k
