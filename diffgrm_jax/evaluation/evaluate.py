@@ -87,18 +87,25 @@ def _rank_counts(pred, valid, target_sid, weight, *, top_k, out_sharding=None):
   return counts if out_sharding is None else jax.lax.with_sharding_constraint(counts, out_sharding)
 
 
+_add = jax.jit(jnp.add)  # of two replicated arrays: stays on the devices, any process count
+
+
 def validate(variables, model, catalogue, device_batches, search, *, mesh=None):
   """SID-level Recall/NDCG@{5,10} and 'n_users' of `device_batches`: (hist_sids,
   hist_mask, target_sid, weight) device arrays (global ones on a mesh). The decoder's
   outputs stay on the device; a histogram of hit ranks is summed there and read once."""
   fn, tables = compiled_decoder(model, catalogue, search, mesh)
   replicated = None if mesh is None else NamedSharding(mesh, PartitionSpec())
-  counts = jnp.zeros(search.top_k + 1, jnp.int32)
+  counts = None
   for hist, mask, target_sid, weight in device_batches:
     pred, _, valid = fn(variables, tables, hist, mask)
-    counts = counts + _rank_counts(pred, valid, target_sid, weight, top_k=search.top_k,
-                                   out_sharding=replicated)
-  counts = np.asarray(counts)
+    c = _rank_counts(pred, valid, target_sid, weight, top_k=search.top_k,
+                     out_sharding=replicated)
+    counts = c if counts is None else _add(counts, c)
+  # Replicated on every device: each process reads its own copy (with several processes
+  # the global array is not addressable as a whole).
+  counts = (np.zeros(search.top_k + 1, np.int64) if counts is None
+            else np.asarray(counts.addressable_data(0)))
   ranks = np.repeat(np.append(np.arange(search.top_k), metrics.MISS), counts)
   out = {"n_users": float(counts.sum())}
   out.update({f"sid/{k}": v for k, v in metrics.recall_ndcg(ranks, metrics.KS).items()})

@@ -70,6 +70,19 @@ def worker(workdir):
   from diffgrm_jax.training import loop as trainer
   assert trainer.agree(pid == 0) is True and trainer.agree(pid != 0) is False
 
+  # Validation on the device over the two processes' users equals the full evaluation's
+  # SID level (every process reads the same numbers).
+  from diffgrm_jax import experiment
+  from support.configs import TINY_RUN, make_config
+  exp = experiment.Experiment(make_config("demo.py", **dict(
+      TINY_RUN, **{"data.cache_dir": os.path.join(workdir, "cache")})))
+  run_state, _ = step_lib.init_state(exp.model, tx, exp.config, exp.mesh)
+  on_device = exp.validate(run_state.params)
+  full = exp.evaluate(run_state.params, "valid", progress=False)
+  assert on_device["n_users"] == full["n_users"] == 100, (on_device, full)
+  for k, v in on_device.items():
+    assert abs(v - full[k]) <= 1e-12, (k, v, full[k])
+
   params = multihost_utils.process_allgather(state.params, tiled=True)
   if pid == 0:
     flat = {jax.tree_util.keystr(p): np.asarray(v)
