@@ -75,8 +75,7 @@ def _threefry_dropout():
         return x
       t = drop_lib.keep_threshold(self.rate)
       words = jax.random.bits(self.make_rng("dropout"), drop_lib.word_shape(x.shape), jnp.uint32)
-      keep = drop_lib.mask_from_words(words, t, x.shape)
-      return jnp.where(keep, x * jnp.asarray(65536 / t, x.dtype), jnp.zeros((), x.dtype))
+      return drop_lib.apply_mask(x, drop_lib.mask_from_words(words, t, x.shape), t)
   return ThreefryDropout
 
 

@@ -71,7 +71,6 @@ class Decoder:
 
   def __post_init__(self):
     s, m, cat = self.settings, self.model, self.catalogue
-    settings_lib.check_kind(m.kind, s.strategy)
     if (m.n_digit, m.codebook_size) != (cat.n_digit, cat.codebook_size):
       raise ValueError("model and catalogue disagree on n_digit / codebook_size")
     if len(s.widths) != m.n_digit:

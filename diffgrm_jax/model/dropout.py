@@ -77,6 +77,12 @@ def keep_mask(key, threshold, shape):
   return mask_from_words(hashed_words(key, word_shape(shape)), threshold, shape)
 
 
+def apply_mask(x, keep, threshold):
+  """x with the elements outside `keep` zeroed and the rest scaled by 2**16 / threshold,
+  the inverse of the keep probability drawn (so the expected output equals x)."""
+  return jnp.where(keep, x * jnp.asarray(_LEVELS / threshold, x.dtype), jnp.zeros((), x.dtype))
+
+
 class Dropout(nn.Module):
   """Inverted dropout: zero each element with probability `rate`, scale the rest up."""
   rate: float
@@ -88,5 +94,4 @@ class Dropout(nn.Module):
     threshold = keep_threshold(self.rate)
     if threshold == 0:
       return jnp.zeros_like(x)
-    keep = keep_mask(self.make_rng("dropout"), threshold, x.shape)
-    return jnp.where(keep, x * jnp.asarray(_LEVELS / threshold, x.dtype), jnp.zeros((), x.dtype))
+    return apply_mask(x, keep_mask(self.make_rng("dropout"), threshold, x.shape), threshold)

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import sys
-import time
 import uuid
 
 import pytest
@@ -46,19 +45,9 @@ def _bucket(emulator):
   return emulator.bucket(f"test-{uuid.uuid4().hex[:12]}")
 
 
-def _wait_for_checkpoint(child, url, timeout=300):
+def _wait_for_checkpoint(child, url):
   """The first finished gs:// checkpoint's step, polled while `child` trains."""
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    steps = gcs.finished_steps(f"{url}/checkpoints")
-    if steps:
-      return steps[0]
-    if child.proc.poll() is not None:
-      pytest.fail(f"training exited ({child.proc.returncode}) before its first checkpoint:\n"
-                  f"{tail(child.text())}")
-    time.sleep(0.1)
-  child.proc.kill()
-  pytest.fail(f"no checkpoint after {timeout} s:\n{tail(child.text())}")
+  return child.wait_for_checkpoint(url, finished=lambda: gcs.finished_steps(f"{url}/checkpoints"))
 
 
 @pytest.fixture(scope="module")

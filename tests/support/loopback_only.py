@@ -9,9 +9,9 @@ metadata server) would fail the command instead of reaching it. The gs:// tests 
 commands through it.
 """
 
-import os
-import runpy
 import sys
+
+import script_target  # tests/support/script_target.py (this script's folder is on the path)
 
 _LOCAL = {"127.0.0.1", "::1", "localhost", "0.0.0.0"}
 
@@ -33,14 +33,7 @@ def main():
   if not target:
     sys.exit(__doc__)
   sys.addaudithook(_hook)
-  # The package of this checkout, whatever else is installed.
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-  if target[0] == "-m":
-    sys.argv = [target[1]] + target[2:]
-    runpy.run_module(target[1], run_name="__main__", alter_sys=True)
-  else:
-    sys.argv = target
-    runpy.run_path(target[0], run_name="__main__")
+  script_target.run(target)
 
 
 if __name__ == "__main__":

@@ -82,11 +82,13 @@ class Child:
     with open(self.err if which == "err" else self.out) as f:
       return f.read()
 
-  def wait_for_checkpoint(self, workdir, timeout=TIMEOUT):
-    """Polls until the first finished checkpoint exists; returns its step."""
+  def wait_for_checkpoint(self, workdir, timeout=TIMEOUT, finished=None):
+    """Polls until the first finished checkpoint exists; returns its step. `finished()`
+    lists the finished steps (default: the step folders of a local workdir)."""
+    finished = finished or (lambda: saved_steps(os.path.join(workdir, "checkpoints")))
     deadline = time.time() + timeout
     while time.time() < deadline:
-      steps = saved_steps(os.path.join(workdir, "checkpoints"))
+      steps = finished()
       if steps:
         return steps[0]
       if self.proc.poll() is not None:

@@ -3,7 +3,6 @@
 import copy
 import json
 
-import jax.numpy as jnp
 import numpy as np
 
 from diffgrm_jax.model import factory as model_lib
@@ -26,18 +25,6 @@ def tiny_model(kind="diffgrm", mask_cross_attention=True, project_guided_pass=Tr
     return release_model.ReleaseDiffGRM(mask_cross_attention=mask_cross_attention,
                                         project_guided_pass=project_guided_pass, **kw)
   return release_model.ReleaseAutoregressive(mask_cross_attention=mask_cross_attention, **kw)
-
-
-def tiny_inputs(rng, model, batch=3, views=5, length=None):
-  """Seeded (hist_sids [B, L, N], hist_mask [B, L], codes [B, V, N], known [B, V, N]) for
-  `model`; row 0's history is full, the others are shorter (padding to the right)."""
-  n, c = model.n_digit, model.codebook_size
-  length = length or model.max_history_len
-  lengths = np.concatenate([[length], rng.integers(1, length, batch - 1)])
-  return (jnp.asarray(rng.integers(0, c, (batch, length, n)), jnp.int32),
-          jnp.asarray(np.arange(length)[None] < lengths[:, None]),
-          jnp.asarray(rng.integers(0, c, (batch, views, n)), jnp.int32),
-          jnp.asarray(rng.random((batch, views, n)) < 0.5))
 
 
 def random_batch(rng, batch_size=16, length=8, n_digit=4, codebook=16):

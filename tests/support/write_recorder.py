@@ -20,9 +20,10 @@ writing orbax's arrays) are not Python calls and are not seen.
 
 import json
 import os
-import runpy
 import sys
 import threading
+
+import script_target  # tests/support/script_target.py (this script's folder is on the path)
 
 _EVENTS = {"open", "os.mkdir", "os.rename", "os.remove", "os.rmdir", "shutil.rmtree",
            "shutil.copyfile", "shutil.copytree", "shutil.move", "os.truncate", "os.symlink",
@@ -86,15 +87,8 @@ def main():
     finally:
       busy.on = False
 
-  # The package of this checkout, whatever else is installed.
-  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   sys.addaudithook(hook)
-  if target[0] == "-m":
-    sys.argv = [target[1]] + target[2:]
-    runpy.run_module(target[1], run_name="__main__", alter_sys=True)
-  else:
-    sys.argv = target
-    runpy.run_path(target[0], run_name="__main__")
+  script_target.run(target)
 
 
 if __name__ == "__main__":
