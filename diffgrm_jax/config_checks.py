@@ -10,6 +10,7 @@ from diffgrm_jax.decoding import settings as decode_settings
 from diffgrm_jax.model import factory as model_lib
 from diffgrm_jax.runtime.cli import ConfigError
 from diffgrm_jax.training import masking
+from diffgrm_jax.training import sasrec_loss
 from diffgrm_jax.training import step as step_lib
 
 
@@ -21,6 +22,8 @@ def check_config(config):
   if s.codebook_size < 2 or 2 ** int(math.log2(s.codebook_size)) != s.codebook_size:
     raise ConfigError(f"sid.codebook_size={s.codebook_size}: must be a power of two >= 2")
   model_lib.check_config(config)
+  if model_lib.scores_items(config):
+    sasrec_loss.check_config(config)
   masking.check_config(config)
   step_lib.check_config(config)
   decode_settings.check_config(config)

@@ -16,7 +16,8 @@ import ml_collections
 
 # Model fields that change no parameter (regularisation, compute dtype): a trained model may
 # be evaluated, resumed or restored with other values (workdir.py, training/checkpointing.py).
-FREE_MODEL_FIELDS = ("dropout", "attention_dropout", "dtype")
+FREE_MODEL_FIELDS = ("dropout", "attention_dropout", "dtype", "sasrec_loss", "sasrec_negatives",
+                     "sasrec_negatives_per")
 
 
 def _default_data_dir():
@@ -92,8 +93,11 @@ def get_config():
   # ---------------------------------------------------------------- embeddings
   c.embedding = e = ml_collections.ConfigDict()
   # 'auto' (the source's own vectors when it has them: synthetic's latent vectors,
-  # shared's derived/item_emb_*.npy), 'file' (a .npy aligned with item ids) or
-  # 'sentence_transformers' (encode the item text with `model`).
+  # shared's derived/item_emb_*.npy; for model.kind='sasrec' without any, 'random'),
+  # 'file' (a .npy aligned with item ids), 'sentence_transformers' (encode the item text
+  # with `model`), 'workdir' (the item table of the SASRec run in `workdir`: collaborative
+  # SIDs, no text needed), 'text+workdir' (what 'auto' finds and the workdir's table, each
+  # normalised, side by side) or 'random' (seeded vectors: SIDs without meaning).
   e.source = "auto"
   # .npy file for source='file'; row r = item id r+1, or r = item id when it has n_items+1 rows.
   e.path = ""
@@ -101,6 +105,9 @@ def get_config():
   e.model = "sentence-transformers/sentence-t5-base"
   # Encoding batch size for sentence-transformers.
   e.batch_size = 64
+  # source='workdir' / 'text+workdir': a trained SASRec workdir (its best checkpoint's item
+  # table; items matched by raw id: data/collaborative.py).
+  e.workdir = ""
 
   # ---------------------------------------------------------------- semantic IDs
   c.sid = s = ml_collections.ConfigDict()
@@ -119,7 +126,8 @@ def get_config():
 
   # ---------------------------------------------------------------- model
   c.model = m = ml_collections.ConfigDict()
-  # 'diffgrm' (bidirectional masked decoder) or 'autoregressive' (causal baseline).
+  # 'diffgrm' (bidirectional masked decoder), 'autoregressive' (causal baseline over SIDs)
+  # or 'sasrec' (causal self-attention over item ids, ranking every item: configs/sasrec.py).
   m.kind = "diffgrm"
   # Model width.
   m.d_model = 256
@@ -145,6 +153,15 @@ def get_config():
   m.attention_dropout = 0.1
   # Compute dtype: 'float32' or 'bfloat16' (parameters stay float32).
   m.dtype = "float32"
+  # sasrec only (its blocks are n_enc_layers; d_model, n_heads, dropout and
+  # attention_dropout as above): the loss, 'sampled_softmax' (the target against
+  # `sasrec_negatives` uniformly drawn items) or 'softmax' (over every item).
+  m.sasrec_loss = "sampled_softmax"
+  # sasrec only: negatives of the sampled softmax.
+  m.sasrec_negatives = 256
+  # sasrec only: draw them per 'sequence' (shared by its positions; 7x faster on CPU) or
+  # per 'position' (training/sasrec_loss.py).
+  m.sasrec_negatives_per = "sequence"
 
   # ---------------------------------------------------------------- masking
   c.masking = k = ml_collections.ConfigDict()
@@ -172,6 +189,9 @@ def get_config():
   c.optim = o = ml_collections.ConfigDict()
   # Peak learning rate.
   o.lr = 0.003
+  # 'warmup_cosine' (linear warmup over warmup_steps, then cosine decay to 0 at the last
+  # epoch) or 'constant' (lr throughout).
+  o.schedule = "warmup_cosine"
   # Linear warmup steps from 0 (capped at the total step count).
   o.warmup_steps = 10000
   # AdamW weight decay (optax's default 1e-4 differs from the release's 0).
@@ -180,7 +200,7 @@ def get_config():
   o.b1 = 0.9
   o.b2 = 0.999
   o.eps = 1e-8
-  # Global-norm gradient clipping.
+  # Global-norm gradient clipping (0: none).
   o.clip_norm = 1.0
 
   # ---------------------------------------------------------------- training loop
@@ -268,6 +288,10 @@ def get_config():
   b.item_prior_alpha = 1.0
   # Users per decoding batch.
   b.batch_size = 256
+  # Never rank an item of the user's own history (the usual protocol of SASRec
+  # benchmarks; in the Amazon data no target repeats a history item). model.kind='sasrec'
+  # only.
+  b.exclude_history = False
 
   # ---------------------------------------------------------------- parallelism
   # See diffgrm_jax/runtime/sharding.py for what each axis does and launch/README.md for runs.

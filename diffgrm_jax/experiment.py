@@ -5,6 +5,10 @@
   exp.evaluate(params, "valid")       # decodes a split with the split's SearchSettings
   exp.validate(params)                # its SID-level metrics on the device (training)
 
+SASRec (`model.kind='sasrec'`) scores every item instead of decoding SIDs: `evaluate` and
+`validate` then rank all items on the device (`evaluation/item_scores.py`), and its model
+is built once the data (its item count) is prepared.
+
 `evaluate_workdir` restores a workdir's best (or latest) checkpoint onto the devices present
 now and evaluates it: what `python -m diffgrm_jax.eval` runs. `from_workdir` builds the
 experiment from a workdir's own config and data (workdir.py). See docs/design.md.
@@ -20,6 +24,7 @@ from diffgrm_jax import data as data_lib
 from diffgrm_jax import workdir as workdir_lib
 from diffgrm_jax.decoding import settings as decode_settings
 from diffgrm_jax.evaluation import evaluate as evaluation
+from diffgrm_jax.evaluation import item_scores
 from diffgrm_jax.evaluation import metrics as metrics_lib
 from diffgrm_jax.model import factory as model_lib
 from diffgrm_jax.runtime import compile_cache
@@ -49,10 +54,21 @@ class Experiment:
     self.batch_sharding = shard_lib.batch_sharding(config, self.mesh)
     config_checks.check_against_devices(
         config, shard_lib.data_parallel_size(config, self.mesh), jax.process_count())
-    self.model = model_lib.from_config(config)
+    if not model_lib.scores_items(config):
+      self.model = model_lib.from_config(config)  # else built from the data (property below)
     if data is not None:  # replaces the lazy property below
       config_checks.check_against_data(config, data)
       self.data = data
+
+  @functools.cached_property
+  def model(self):
+    # Only the kinds that score item ids get here: they are built for the data's item count.
+    return model_lib.from_config(self.config, n_items=self.data.n_items)
+
+  @property
+  def scores_items(self):
+    """Whether the model ranks item ids itself (SASRec) instead of writing SIDs."""
+    return model_lib.scores_items(self.config)
 
   @functools.cached_property
   def data(self):
@@ -106,6 +122,12 @@ class Experiment:
     ranking_settings = self.ranking_settings
     batches = data_lib.eval_batches(self.data, split, batch_size=search.batch_size,
                                     buckets=tuple(self.config.data.length_buckets))
+    if self.scores_items:
+      return item_scores.evaluate(
+          {"params": params}, self.model, self.catalogue, batches,
+          exclude_history=self.config.decode.exclude_history, mesh=self.mesh,
+          batch_sharding=self.batch_sharding, keep_items=keep_items,
+          progress=progress and jax.process_index() == 0)
     return evaluation.evaluate(
         {"params": params}, self.model, self.catalogue, batches, search, ranking_settings,
         log_prior=self.item_log_prior(ranking_settings.item_prior_alpha), mesh=self.mesh,
@@ -116,6 +138,8 @@ class Experiment:
     """The validation split's SID-level metrics (what model selection reads), computed on
     the device (`evaluation.validate`); its batches are uploaded once per experiment."""
     search = search or self.search_settings("valid")
+    if self.scores_items:  # exact ranks on the device, both levels (item_scores.py)
+      return self.evaluate(params, "valid", search, progress=False)
     cache = self.__dict__.setdefault("_valid_batches", {})
     if search.batch_size not in cache:
       batches = data_lib.eval_batches(self.data, "valid", batch_size=search.batch_size,

@@ -128,8 +128,8 @@ def validation_series(workdir):
 def run_label(row):
   if row["model_kind"] == "popularity":
     name = "popularity"
-  elif row["model_kind"] == "autoregressive":
-    name = "autoregressive"
+  elif row["model_kind"] in ("autoregressive", "sasrec"):
+    name = {"autoregressive": "autoregressive", "sasrec": "SASRec"}[row["model_kind"]]
   else:
     name = f"DIFF_GRM {row['masking']} + {row['decoding']}"
   return f"{name} ({row['label']})" if row.get("label") else name

@@ -22,6 +22,7 @@ import os
 import numpy as np
 
 from diffgrm_jax.data import cache
+from diffgrm_jax.data import collaborative
 from diffgrm_jax.data import embeddings
 from diffgrm_jax.data import protocol
 from diffgrm_jax.data import sids as sids_lib
@@ -163,16 +164,20 @@ def prepare_data(config, *, verbose: bool = True) -> PreparedData:
       name=d.name, sequences=sequences, n_items=n_items, embeddings=own_emb,
       embedding_files=tuple(meta["embedding_files"]))
   kind, where = embeddings.resolve_source(config, stand_in)
-  emb_settings = {"seq": seq_key, "kind": kind, "where": where,
-                  "file": cache.file_fingerprint(where) if kind == "file" else None}
+  names = _item_info(config, folder, seq_key, raw, len(sequences), n_items)
+  emb, fingerprint = None, cache.file_fingerprint(where) if kind == "file" else None
+  if "workdir" in kind:  # a trained table: keyed by its values (it changes as runs go on)
+    emb = embeddings.item_embeddings(config, raw or stand_in, names["items"])
+    fingerprint = collaborative.fingerprint(emb)
+  emb_settings = {"seq": seq_key, "kind": kind, "where": where, "file": fingerprint}
   emb_key = cache.settings_hash(emb_settings)
   emb_path = os.path.join(folder, f"emb-{emb_key}.npy")
-  if os.path.isfile(emb_path):
+  if emb is None and os.path.isfile(emb_path):
     emb = np.load(emb_path)
-  else:
+  elif emb is None:
     if kind == "sentence_transformers" and raw is None:
       raw = sources.load(config)  # the item text is not cached with the sequences
-    emb = embeddings.item_embeddings(config, raw or stand_in)
+    emb = embeddings.item_embeddings(config, raw or stand_in, names["items"])
     cache.save_npy(emb_path, emb)
   if emb.shape[0] != n_items:
     raise DataError(f"{emb_path}: {emb.shape[0]} embedding rows for {n_items} items.")
@@ -191,7 +196,6 @@ def prepare_data(config, *, verbose: bool = True) -> PreparedData:
     cache.save_npz(sid_path, sids=table)
     cache.save_json(sid_path[:-4] + ".json", info)
 
-  names = _item_info(config, folder, seq_key, raw, len(sequences), n_items)
   stats = {
       "name": d.name, "source": d.source, "users": len(sequences), "items": n_items,
       "interactions": int(sum(len(q) for q in sequences)), "training_rows": len(train),

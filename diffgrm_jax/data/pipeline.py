@@ -13,11 +13,15 @@ has at least one real history item: no all-masked attention) with weight 0 (and 
 
 Multi-process: every process computes the same global plan and yields its contiguous
 slice of batch_size // process_count rows of each global batch.
+
+SASRec's loader (`SequenceLoader`) follows the same plan over other rows: one per user,
+the whole training sequence, bucketed by its length.
 """
 
 import grain
 import numpy as np
 
+from diffgrm_jax.data import protocol
 from diffgrm_jax.data.errors import DataError
 
 
@@ -61,6 +65,7 @@ def _gather(data, split, global_rows, sl, lb):
   hist = split.hist[idx, :lb]
   return {
       "hist_sids": data.sids[hist],
+      "hist_items": hist,
       "hist_mask": hist > 0,
       "target_sid": data.sids[split.target[idx]],
       "target_item": split.target[idx],
@@ -74,12 +79,12 @@ class TrainLoader:
   def __init__(self, data, *, batch_size, seed, buckets=(8, 16, 32, 50),
                process_index=None, process_count=None):
     self._data = data
-    self._split = data.train
+    self._split = self._rows(data)
     self._slice = _process(process_index, process_count, batch_size)
     self._batch_size = int(batch_size)
     self._seed = int(seed)
-    self._edges = bucket_edges(buckets, data.train.hist.shape[1])
-    which = assign_buckets(data.train.length, self._edges)
+    self._edges = bucket_edges(buckets, int(data.train.hist.shape[1]))
+    which = assign_buckets(self._lengths(), self._edges)
     self._members = [np.flatnonzero(which == b) for b in range(len(self._edges))]
     self._plans = {}
     self.steps_per_epoch = int(sum(-(-len(m) // batch_size) for m in self._members))
@@ -88,6 +93,17 @@ class TrainLoader:
     ds = grain.MapDataset.range(self.steps_per_epoch).repeat(None)
     self._dataset = ds.map_with_index(self._load)
     self._iter = iter(self._dataset)
+
+  def _rows(self, data):
+    """The split the batches are drawn from."""
+    return data.train
+
+  def _lengths(self):
+    """Per row, the history length its bucket is chosen by."""
+    return self._split.length
+
+  def _batch(self, global_rows, lb):
+    return _gather(self._data, self._split, global_rows, self._slice, lb)
 
   def plan(self, epoch: int):
     """(rows int64 [steps, batch_size] with -1 padding, bucket index [steps]) of an epoch."""
@@ -110,8 +126,7 @@ class TrainLoader:
   def _load(self, index, step):
     epoch = index // self.steps_per_epoch
     rows, bucket = self.plan(epoch)
-    batch = _gather(self._data, self._split, rows[step], self._slice,
-                    int(self._edges[bucket[step]]))
+    batch = self._batch(rows[step], int(self._edges[bucket[step]]))
     batch["epoch"], batch["step_in_epoch"] = int(epoch), int(step)
     return batch
 
@@ -128,11 +143,36 @@ class TrainLoader:
     self._iter.set_state(dict(state))
 
 
+class SequenceLoader(TrainLoader):
+  """SASRec's training batches: one row per user (`protocol.sequence_split`), bucketed by
+  its input length; keys 'items' (the sequence without its last item) and 'targets' (the
+  next item at each position, 0 = none) int32 [b, Lb], 'weight' [b]. Same plan, padding,
+  process slices and state as `TrainLoader`."""
+
+  def _rows(self, data):
+    rows = protocol.sequence_split(data.sequences, int(data.train.hist.shape[1]))
+    if not len(rows):
+      raise DataError(f"dataset {data.name!r}: no user has two training items.")
+    return rows
+
+  def _lengths(self):
+    return self._split.length - 1
+
+  def _batch(self, global_rows, lb):
+    first = global_rows[global_rows >= 0][0]
+    rows = global_rows[self._slice]
+    valid = rows >= 0
+    seq = self._split.hist[np.where(valid, rows, first), :lb + 1]
+    return {"items": seq[:, :-1], "targets": seq[:, 1:], "weight": valid.astype(np.float32)}
+
+
 def train_loader(data, *, batch_size: int, seed: int, buckets=(8, 16, 32, 50),
-                 process_index=None, process_count=None) -> TrainLoader:
-  """Training batches, epoch after epoch (see module docstring)."""
-  return TrainLoader(data, batch_size=batch_size, seed=seed, buckets=buckets,
-                     process_index=process_index, process_count=process_count)
+                 process_index=None, process_count=None, sequences=False) -> TrainLoader:
+  """Training batches, epoch after epoch (see module docstring); `sequences`: SASRec's
+  (`SequenceLoader`)."""
+  cls = SequenceLoader if sequences else TrainLoader
+  return cls(data, batch_size=batch_size, seed=seed, buckets=buckets,
+             process_index=process_index, process_count=process_count)
 
 
 def eval_batches(data, split: str, *, batch_size: int, buckets=(8, 16, 32, 50),

@@ -73,3 +73,12 @@ def training_items(sequences, n_items: int) -> np.ndarray:
   for seq in sequences:
     seen[seq[:min(len(seq) - 3, MAX_TARGET_POS) + 1]] = True
   return seen
+
+
+def sequence_split(sequences, max_history_len: int) -> Split:
+  """SASRec's training rows: one per user with at least two training items, `hist` the
+  user's sequence without the validation and test targets (its last max_history_len + 1
+  items, left-aligned, width max_history_len + 1), `target` its last item. The model reads
+  hist[:, :-1] and predicts hist[:, 1:] at every position (docs/data.md, Training rows)."""
+  rows = [(u, seq[:-2], seq[-3]) for u, seq in enumerate(sequences) if len(seq) >= 4]
+  return _make_split(rows, max_history_len + 1)

@@ -130,6 +130,9 @@ def check_config(config):
   RankingSettings.from_config(config)  # item_ranking, item_prior_alpha
   if b.item_sids < 0:
     raise ConfigError(f"decode.item_sids={b.item_sids}: must be >= 0 (0 = every final beam)")
+  if b.exclude_history and config.model.kind != "sasrec":
+    raise ConfigError("decode.exclude_history=True: only model.kind='sasrec' ranks items "
+                      "itself; the SID-writing kinds rank the items of decoded SIDs")
   for name in ("valid_beam", "test_beam"):
     if b[name] < b.top_k:
       raise ConfigError(f"decode.{name}={b[name]} is smaller than decode.top_k={b.top_k}")

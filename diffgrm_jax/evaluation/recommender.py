@@ -21,6 +21,7 @@ from tqdm import tqdm
 from diffgrm_jax import data as data_lib
 from diffgrm_jax import experiment
 from diffgrm_jax.evaluation import evaluate as evaluation
+from diffgrm_jax.evaluation import item_scores
 from diffgrm_jax.runtime import cli
 from diffgrm_jax.runtime import paths
 
@@ -43,7 +44,8 @@ def _split_of(histories, max_len):
 class Recommender:
   """A trained model ready to recommend: `recommend(histories, k)` -> per history a list of
   {'rank', 'item_id', 'text', 'score'} dicts, best first (`score`: the item-ranking score,
-  log P(SID) + log P(item | SID) under the default 'score' ranking)."""
+  log P(SID) + log P(item | SID) under the default 'score' ranking; for SASRec the item's
+  logit)."""
 
   def __init__(self, exp, params, search, ranking_settings=None):
     self.exp, self.params, self.search = exp, params, search
@@ -121,16 +123,12 @@ class Recommender:
     batches = data_lib.eval_batches(data, split, batch_size=s.batch_size,
                                     buckets=tuple(exp.config.data.length_buckets))
     n_rows = len(getattr(data, split))
-    bar = tqdm(total=n_rows, desc=f"recommend ({s.describe()})", unit="user",
+    what = "all items" if exp.scores_items else s.describe()
+    bar = tqdm(total=n_rows, desc=f"recommend ({what})", unit="user",
                disable=not progress or jax.process_index() != 0, leave=False)
     out = {}
-    for local, pred, scores, valid in evaluation.decode_batches(
-        {"params": self.params}, exp.model, exp.catalogue, batches, s, mesh=exp.mesh,
-        batch_sharding=exp.batch_sharding, keys=("user", "weight")):
-      items, item_scores = evaluation.rank_decoded(exp.catalogue, pred, scores, valid,
-                                                   self._log_prior, k,
-                                                   self.ranking.item_ranking)
-      for row, w, its, scs in zip(local["user"], local["weight"], items, item_scores):
+    for local, items, scores in self._ranked(batches, k):
+      for row, w, its, scs in zip(local["user"], local["weight"], items, scores):
         if w > 0:
           out[int(row)] = [{"rank": r, "item_id": self.item_ids[i - 1],
                             "text": self.item_text[i - 1], "score": float(sc)}
@@ -138,6 +136,24 @@ class Recommender:
       bar.update(int((local["weight"] > 0).sum()))
     bar.close()
     return out
+
+  def _ranked(self, batches, k):
+    """(rows, items [b, k], scores [b, k]) per batch: decoded SIDs ranked into items, or
+    for SASRec its item scores."""
+    exp, variables = self.exp, {"params": self.params}
+    if exp.scores_items:
+      yield from item_scores.top_items(variables, exp.model, batches,
+                                       min(int(k), exp.data.n_items),
+                                       exclude_history=exp.config.decode.exclude_history,
+                                       batch_sharding=exp.batch_sharding)
+      return
+    for local, pred, scores, valid in evaluation.decode_batches(
+        variables, exp.model, exp.catalogue, batches, self.search, mesh=exp.mesh,
+        batch_sharding=exp.batch_sharding, keys=("user", "weight")):
+      items, ranked_scores = evaluation.rank_decoded(exp.catalogue, pred, scores, valid,
+                                                    self._log_prior, k,
+                                                    self.ranking.item_ranking)
+      yield local, items, ranked_scores
 
 
 def read_requests(path):

@@ -143,6 +143,12 @@ class DiffGRM(nn.Module):
     return self.decode(enc, hist_mask, jnp.zeros((b, 1, n), jnp.int32),
                        jnp.zeros((b, 1, n), bool), deterministic=True)
 
+  def example_inputs(self):
+    """Inputs of the right shapes for `init` (one row, one view)."""
+    n, l = self.n_digit, self.max_history_len
+    return (jnp.zeros((1, l, n), jnp.int32), jnp.ones((1, l), bool),
+            jnp.zeros((1, 1, n), jnp.int32), jnp.zeros((1, 1, n), bool))
+
   def __call__(self, hist_sids, hist_mask, codes, known, deterministic=True):
     """Full forward pass (used for init): [B, V, N, C] logits."""
     enc = self.encode(hist_sids, hist_mask, deterministic)

@@ -48,10 +48,15 @@ class TrainingError(RuntimeError):
   """Training cannot go on (e.g. a non-finite loss); the message says where it stopped."""
 
 
-def selection_score(m):
+def sid_selection_score(m):
   """Model selection score on validation (docs/method.md, Validation and model selection):
   0.8 NDCG@10 + 0.2 Recall@10, SID level."""
   return 0.8 * m["sid/ndcg@10"] + 0.2 * m["sid/recall@10"]
+
+
+def item_selection_score(m):
+  """SASRec's model selection: item-level NDCG@10 on validation, as its published recipe."""
+  return m["item/ndcg@10"]
 
 
 def agree(flag) -> bool:
@@ -130,18 +135,21 @@ class LoopState:
   time_up: bool = False
 
 
-def train_and_evaluate(config, workdir, *, data=None, selection_score=selection_score,
-                       loader=None, progress=True):
+def train_and_evaluate(config, workdir, *, data=None, selection_score=None, loader=None,
+                       progress=True):
   """Trains (resuming if `workdir` has a checkpoint), validates, tests the best model.
 
   data: prepared data (default: prepared from the config). selection_score: validation
-  metrics -> score, higher is better (the best checkpoint maximises it). loader: the
+  metrics -> score, higher is better (the best checkpoint maximises it; default
+  `sid_selection_score`, or `item_selection_score` for SASRec). loader: the
   training batches (default: `data.train_loader` over the data); it must offer
   `steps_per_epoch`, `get_state` and `set_state`. Returns the summary dict that is also
   written to WORKDIR/summary.json.
   """
   host_memory.trim_after_compiles()  # one program per history bucket: see host_memory.py
   exp = experiment.Experiment(config, data)
+  if selection_score is None:
+    selection_score = item_selection_score if exp.scores_items else sid_selection_score
   paths.makedirs(workdir)
   ckpt = exp.checkpoints(workdir)
   try:  # closing the managers also on errors: their threads must not outlive the program
@@ -166,7 +174,8 @@ def _start(exp, ckpt, workdir, score_fn, loader):
   c, is_main = exp.config, jax.process_index() == 0
   if loader is None:
     loader = data_lib.train_loader(exp.data, batch_size=c.train.batch_size, seed=c.seed,
-                                   buckets=tuple(c.data.length_buckets))
+                                   buckets=tuple(c.data.length_buckets),
+                                   sequences=exp.scores_items)
   steps_per_epoch = loader.steps_per_epoch
   total_steps = c.train.epochs * steps_per_epoch
   if c.train.max_steps:
@@ -220,8 +229,8 @@ def _train_loop(run, loop, progress):
     while not done:
       batch = next(run.loader)
       epoch, step_in_epoch = int(batch["epoch"]), int(batch["step_in_epoch"])
-      loop.state, m = run.train_step(loop.state,
-                                     step_lib.to_global(batch, run.exp.batch_sharding))
+      loop.state, m = run.train_step(loop.state, step_lib.to_global(
+          batch, run.exp.batch_sharding, step_lib.batch_keys(run.exp.model)))
       if loop.pending is not None:
         _finish(run, loop)
       loop.pending = (loop.step, m)
@@ -327,8 +336,9 @@ def _end_of_epoch(run, loop, ep):
   else:
     meta["bad_evals"] += 1
   if run.is_main:
-    tqdm.write(f"epoch {ep}: valid NDCG@10 {val['sid/ndcg@10']:.4f} "
-               f"Recall@10 {val['sid/recall@10']:.4f} score {score:.4f} "
+    level = "item" if run.exp.scores_items else "sid"
+    tqdm.write(f"epoch {ep}: valid {level} NDCG@10 {val[level + '/ndcg@10']:.4f} "
+               f"Recall@10 {val[level + '/recall@10']:.4f} score {score:.4f} "
                f"(best {meta['best_score']:.4f} @ epoch {meta['best_epoch']})")
   if meta["bad_evals"] >= t.patience:
     meta["stopped_early"] = True
@@ -348,9 +358,11 @@ def _final_evaluation(run, loop, abstract, progress):
   summary = {
       "dataset": exp.data.name,
       "model_kind": c.model.kind,
-      "masking": c.masking.strategy,
-      "decoding": c.decode.strategy,
-      "beams": {"valid": list(run.valid_search.widths), "test": list(run.test_search.widths)},
+      # SASRec neither masks nor searches: it scores every item.
+      "masking": None if exp.scores_items else c.masking.strategy,
+      "decoding": "all_items" if exp.scores_items else c.decode.strategy,
+      "beams": None if exp.scores_items else {"valid": list(run.valid_search.widths),
+                                              "test": list(run.test_search.widths)},
       "n_params": run.n_params,
       "steps": loop.step,
       "epochs_run": meta["epoch"],

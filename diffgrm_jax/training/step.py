@@ -19,9 +19,16 @@ from diffgrm_jax.runtime import sharding as shard_lib
 from diffgrm_jax.runtime.cli import ConfigError
 from diffgrm_jax.runtime.cli import check_choice
 from diffgrm_jax.training import masking
+from diffgrm_jax.training import sasrec_loss
 
 
 DEVICE_KEYS = ("hist_sids", "hist_mask", "target_sid", "target_item", "weight")
+SEQUENCE_KEYS = ("items", "targets", "weight")  # SASRec's rows (data.pipeline.SequenceLoader)
+
+
+def batch_keys(model):
+  """The keys of the model's training batches that go to the devices."""
+  return SEQUENCE_KEYS if model.kind == "sasrec" else DEVICE_KEYS
 
 
 @flax.struct.dataclass
@@ -31,33 +38,32 @@ class TrainState:
   opt_state: Any
 
 
+SCHEDULES = ("warmup_cosine", "constant")
+
+
 def make_optimizer(config, total_steps):
-  """AdamW with linear warmup from 0 then cosine decay to 0, global-norm clipping."""
+  """AdamW with global-norm clipping (`optim.clip_norm`; 0: none) and the schedule
+  `optim.schedule`: linear warmup from 0 then cosine decay to 0 ('warmup_cosine'), or
+  `optim.lr` throughout ('constant', SASRec's recipe)."""
   o = config.optim
   total_steps = max(int(total_steps), 1)
   warmup = min(int(o.warmup_steps), total_steps)
-  if warmup >= total_steps:
+  if o.schedule == "constant":
+    schedule = optax.constant_schedule(o.lr)
+  elif warmup >= total_steps:
     schedule = optax.linear_schedule(0.0, o.lr, total_steps)
   else:
     schedule = optax.warmup_cosine_decay_schedule(
         0.0, o.lr, warmup_steps=warmup, decay_steps=total_steps, end_value=0.0)
-  tx = optax.chain(
-      optax.clip_by_global_norm(o.clip_norm),
-      optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay))
-  return tx, schedule
-
-
-def _dummy_inputs(config):
-  n = config.sid.n_digit
-  l = config.data.max_history_len
-  return (jnp.zeros((1, l, n), jnp.int32), jnp.ones((1, l), bool),
-          jnp.zeros((1, 1, n), jnp.int32), jnp.zeros((1, 1, n), bool))
+  adam = optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay)
+  clip = [optax.clip_by_global_norm(o.clip_norm)] if o.clip_norm > 0 else []
+  return optax.chain(*clip, adam), schedule
 
 
 def _boxed_init(model, tx, config):
   """Init function returning the state with logical-axis boxes (for shardings)."""
   def init(key):
-    params = model.init(key, *_dummy_inputs(config))["params"]
+    params = model.init(key, *model.example_inputs())["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
   return init
 
@@ -150,7 +156,10 @@ def views_for_batch(model, params, enc, batch, key, config):
 
 
 def _loss_terms_fn(params, model, batch, key, config, train=True):
-  """(numerator, denominator) of the batch's loss (`loss_terms`)."""
+  """(numerator, denominator) of the batch's loss (`loss_terms`; SASRec's:
+  `sasrec_loss.loss_terms`)."""
+  if model.kind == "sasrec":
+    return sasrec_loss.loss_terms(params, model, batch, key, config, train)
   k_enc, k_mask, k_dec = jax.random.split(key, 3)
   variables = {"params": params}
   enc = model.apply(variables, batch["hist_sids"], batch["hist_mask"], deterministic=not train,
@@ -285,11 +294,12 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
   base_key = step_key(config)
   replicated = shard_lib.replicated(batch_sharding.mesh)
   data_parallel = shard_lib.data_parallel_size(config, batch_sharding.mesh)
+  keys = batch_keys(model)
 
   def gradients(params, step, batch):
     key = jax.random.fold_in(base_key, step)
     # Traced once per history bucket, so each bucket gets its own slice count.
-    n_micro = micro_batches(config, data_parallel, history_len=batch["hist_sids"].shape[1])
+    n_micro = micro_batches(config, data_parallel, history_len=batch[keys[0]].shape[1])
     if n_micro > 1:
       return micro_batched_value_and_grad(params, model, batch, key, config, n_micro)
     return jax.value_and_grad(loss_fn)(params, model, batch, key, config)
@@ -300,7 +310,7 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  batch_shardings = {k: batch_sharding for k in DEVICE_KEYS}
+  batch_shardings = {k: batch_sharding for k in keys}
   params_shardings = state_shardings.params
 
   def fused(state, batch):
@@ -323,10 +333,9 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
           compiler_options=compile_options.options("train")))
 
 
-def to_global(batch, batch_sharding):
-  """Process-local numpy batch -> global jax arrays split over the data axes."""
-  return {k: jax.make_array_from_process_local_data(batch_sharding, batch[k])
-          for k in DEVICE_KEYS}
+def to_global(batch, batch_sharding, keys=DEVICE_KEYS):
+  """Process-local numpy batch -> global jax arrays (of `keys`) split over the data axes."""
+  return {k: jax.make_array_from_process_local_data(batch_sharding, batch[k]) for k in keys}
 
 
 
@@ -335,6 +344,7 @@ def check_config(config):
   """Loss and optimiser values that cannot work (one-line `ConfigError` naming the field)."""
   check_choice("masking.reduction", config.masking.reduction, REDUCTIONS)
   check_choice("train.prng_impl", config.train.prng_impl, PRNG_IMPLS)
+  check_choice("optim.schedule", config.optim.schedule, SCHEDULES)
   check_choice("train.step_programs", config.train.step_programs, STEP_PROGRAMS)
   if int(config.train.micro_batches) < 0:
     raise ConfigError(f"train.micro_batches={config.train.micro_batches}: must be >= 1, or 0 "

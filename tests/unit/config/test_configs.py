@@ -13,7 +13,10 @@ from support.configs import ROOT, load_config_file
 from diffgrm_jax import config_checks
 from diffgrm_jax.model import factory as model_lib
 
-CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.py")))
+CONFIGS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                 if not p.endswith("sasrec.py"))
+SASREC_ARGS = ("beauty", "sports", "demo")
+N_ITEMS = 12_101  # Beauty's items (the count only sizes SASRec's item table)
 
 
 def expected_param_count(c):
@@ -37,7 +40,20 @@ def expected_param_count(c):
   return total
 
 
+def sasrec_param_count(c, n_items):
+  """SASRec by hand (model/sasrec.py): item table (with the padding row) and positions,
+  per block two LayerNorms, q/k/v/out and the two FFN layers (D x D with bias), a final
+  LayerNorm."""
+  d = c.model.d_model
+  block = 2 * 2 * d + 4 * (d * d + d) + 2 * (d * d + d)
+  return (n_items + 1) * d + c.data.max_history_len * d + c.model.n_enc_layers * block + 2 * d
+
+
 def _n_params(c):
+  if c.model.kind == "sasrec":
+    m = model_lib.from_config(c, n_items=N_ITEMS)
+    shapes = jax.eval_shape(m.init, jax.random.key(0), *m.example_inputs())
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nn.meta.unbox(shapes)))
   m = model_lib.from_config(c)
   n = c.sid.n_digit
   shapes = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, 4, n), jnp.int32),
@@ -52,6 +68,21 @@ def test_config_is_valid(name):
   config_checks.check_config(c)
   assert _n_params(c) > 0
   assert _n_params(c) == expected_param_count(c)
+
+
+@pytest.mark.parametrize("arg", SASREC_ARGS)
+def test_sasrec_config_is_valid_and_of_its_size(arg):
+  c = load_config_file("sasrec.py", arg)
+  config_checks.check_config(c)
+  assert c.model.kind == "sasrec" and c.decode.exclude_history
+  assert _n_params(c) == sasrec_param_count(c, N_ITEMS)
+  if arg != "demo":  # the published recipe
+    assert (c.model.d_model, c.model.n_enc_layers, c.model.n_heads, c.model.dropout,
+            c.data.max_history_len, c.model.sasrec_negatives, c.optim.lr, c.train.epochs,
+            c.train.patience) == (64, 1, 1, 0.2, 50, 256, 1e-3, 200, 50)
+    assert _n_params(c) == 803_072  # as the Beauty run printed
+  with pytest.raises(ValueError, match="takes ':beauty', ':sports' or ':demo'"):
+    load_config_file("sasrec.py", None)
 
 
 def test_sports_recipe_has_the_papers_size():

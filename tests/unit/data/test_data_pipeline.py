@@ -117,3 +117,28 @@ def test_eval_covers_every_user_once(data, split):
   first = [b["user"] for b in eval_batches(data, split, batch_size=32, process_index=0,
                                            process_count=2)]
   assert all(np.array_equal(x, y) for x, y in zip(again, first))
+
+
+def test_sequence_rows_cover_every_training_position_once_per_epoch(data):
+  """SASRec's loader: one row per user with two or more training items, `items` its
+  training sequence (the last max_history_len + 1 items without the last), `targets` the
+  item after each, and an epoch yields every (user, position, next item) exactly once."""
+  loader = train_loader(data, batch_size=16, seed=3, buckets=(8, 16, 32, 50), sequences=True)
+  want = collections.Counter()
+  for seq in data.sequences:
+    train = list(seq[:-2])[-(50 + 1):]
+    if len(train) >= 2:
+      want.update((tuple(train[:t + 1]), train[t + 1]) for t in range(len(train) - 1))
+  got = collections.Counter()
+  for _ in range(loader.steps_per_epoch):
+    b = next(loader)
+    assert set(b) >= {"items", "targets", "weight"} and b["items"].shape == b["targets"].shape
+    for items, targets, w in zip(b["items"], b["targets"], b["weight"]):
+      n = int((items > 0).sum())
+      assert (items[n:] == 0).all() and (targets[n:] == 0).all()
+      np.testing.assert_array_equal(items[1:n], targets[:n - 1])  # targets: one step on
+      if w:
+        got.update((tuple(int(i) for i in items[:t + 1]), int(targets[t])) for t in range(n)
+                   if targets[t])
+  assert got == want and len(want) > 500
+  assert next(loader)["epoch"] == 1

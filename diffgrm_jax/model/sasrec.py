@@ -1,0 +1,157 @@
+"""SASRec: causal self-attention over item ids, the yardstick beside the generative models.
+
+Shapes use B = batch (users or rows), L = history length, D = d_model, I = n_items + 1
+(item 0 is padding).
+
+  h = model.apply(params, items, mask)                          # [B, L, D], every position
+  scores = model.apply(params, items, mask, method="score_last")  # [B, I], item 0 = -inf
+
+The architecture of Kang & McAuley's SASRec as the common reimplementations build it: item
+embedding plus a learned position embedding that counts from the end of the history (the
+most recent item is position 0, as in left-padded implementations), dropout, then blocks of
+  q = LN(x);  x = q + attention(q over keys/values x, causal);  f = LN(x);  x = f + FFN(f)
+with the history's padding zeroed after each, and a final LayerNorm. The FFN is two D x D
+layers with ReLU between. The item table is shared with the output: an item's score is
+the state's dot product with its embedding. Weights are Xavier-normal (biases zero), as in
+the implementation whose published numbers configs/sasrec.py reproduces; as there, the item
+table itself takes dropout in training (`item_table`).
+
+Histories are left-aligned (oldest kept item at index 0, padding on the right), as
+everywhere in this package; with the causal mask, position t sees items 0..t only.
+"""
+
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from diffgrm_jax.model.dropout import Dropout
+
+NEG_INF = -1e9
+LN_EPS = 1e-8  # the original SASRec's LayerNorm epsilon
+
+
+def xavier_normal():
+  # torch's xavier_normal_ (untruncated), over (fan_in + fan_out) / 2 of a 2-D weight.
+  return nn.initializers.variance_scaling(1.0, "fan_avg", "normal")
+
+
+def _dense(features, axes, name):
+  return nn.Dense(features, name=name,
+                  kernel_init=nn.with_logical_partitioning(xavier_normal(), axes),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                         (axes[-1],)))
+
+
+def _layer_norm(name):
+  return nn.LayerNorm(
+      epsilon=LN_EPS, name=name,
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)))
+
+
+def inverse_positions(mask):
+  """mask bool [B, L] (left-aligned) -> int32 [B, L]: 0 at the last real item, counting up
+  towards the oldest; 0 on padding."""
+  length = mask.sum(-1, keepdims=True)
+  pos = length - 1 - jnp.arange(mask.shape[-1])[None]
+  return jnp.where(mask, pos, 0).astype(jnp.int32)
+
+
+class SasrecBlock(nn.Module):
+  """One SASRec block: queries from LN(x), keys/values from x itself, residual from LN(x)."""
+  d_model: int
+  n_heads: int
+  dropout: float
+  attention_dropout: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, bias, deterministic):
+    b, l, d = x.shape
+    h, hd = self.n_heads, self.d_model // self.n_heads
+    q_in = _layer_norm("ln_attn")(x)
+    split = lambda y: y.reshape(b, l, h, hd)
+    q = split(_dense(d, ("embed", "mlp"), "query")(q_in)) / jnp.sqrt(hd).astype(x.dtype)
+    k = split(_dense(d, ("embed", "mlp"), "key")(x))
+    v = split(_dense(d, ("embed", "mlp"), "value")(x))
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
+    weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
+    weights = Dropout(self.attention_dropout)(weights, deterministic=deterministic)
+    att = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, l, d)
+    x = q_in + _dense(d, ("mlp", "embed"), "out")(att)
+    f = _layer_norm("ln_ffn")(x)
+    y = nn.relu(_dense(d, ("embed", "mlp"), "ffn_in")(f))
+    y = Dropout(self.dropout)(y, deterministic=deterministic)
+    y = _dense(d, ("mlp", "embed"), "ffn_out")(y)
+    return f + Dropout(self.dropout)(y, deterministic=deterministic)
+
+
+class SASRec(nn.Module):
+  """Causal self-attention over item ids with a shared item table (module docstring)."""
+  n_items: int
+  max_history_len: int = 50
+  d_model: int = 64
+  n_heads: int = 1
+  n_enc_layers: int = 1  # SASRec blocks
+  dropout: float = 0.2
+  attention_dropout: float = 0.2
+  dtype: Any = jnp.float32
+
+  kind: ClassVar[str] = "sasrec"
+
+  def setup(self):
+    param = lambda name, axes, shape: self.param(
+        name, nn.with_logical_partitioning(xavier_normal(), axes), shape)
+    self.item_embedding = param("item_embedding", ("vocab", "embed"),
+                                (self.n_items + 1, self.d_model))
+    self.position_embedding = param("position_embedding", ("pos", "embed"),
+                                    (self.max_history_len, self.d_model))
+    self.table_dropout = Dropout(self.dropout)
+    self.embed_dropout = Dropout(self.dropout)
+    self.blocks = [SasrecBlock(self.d_model, self.n_heads, self.dropout,
+                               self.attention_dropout, self.dtype, name=f"block_{i}")
+                   for i in range(self.n_enc_layers)]
+    self.final_ln = _layer_norm("final_ln")
+
+  def example_inputs(self):
+    """Inputs of the right kinds for `init`."""
+    return (jnp.ones((1, self.max_history_len), jnp.int32),
+            jnp.ones((1, self.max_history_len), bool))
+
+  def item_table(self, deterministic=True):
+    """[I, D] item embeddings (row 0 = padding), the output layer as well. In training a
+    dropout mask over the whole table, one per step, shared by inputs and outputs (the
+    reference implementation drops its item table so; it regularises the output layer)."""
+    table = jnp.asarray(self.item_embedding, self.dtype)
+    return self.table_dropout(table, deterministic=deterministic)
+
+  def __call__(self, items, mask, deterministic=True, table=None):
+    """items int32 [B, L] (0 = padding), mask bool [B, L] -> states [B, L, D]: the state
+    at t predicts the item after items[:, t]. `table`: the `item_table` to read (training
+    passes the one it also scores with)."""
+    l = items.shape[1]
+    if table is None:
+      table = self.item_table(deterministic)
+    pad = mask[..., None].astype(self.dtype)
+    x = table[items] + jnp.asarray(self.position_embedding,
+                                   self.dtype)[inverse_positions(mask)]
+    x = self.embed_dropout(x, deterministic=deterministic) * pad
+    causal = jnp.tril(jnp.ones((l, l), bool))
+    bias = jnp.where(causal[None, None] & mask[:, None, None, :], 0.0, NEG_INF)
+    for block in self.blocks:
+      x = block(x, bias, deterministic) * pad
+    return self.final_ln(x)
+
+  def score_last(self, items, mask, exclude_history=False):
+    """Scores [B, I] of every item after each history (its last real position); item 0
+    (padding) scores -inf, and so do the history's own items with `exclude_history`."""
+    h = self(items, mask, deterministic=True)
+    last = jnp.maximum(mask.sum(-1) - 1, 0)
+    state = jnp.take_along_axis(h, last[:, None, None], axis=1)[:, 0]
+    scores = jnp.einsum("bd,id->bi", state, self.item_table(),
+                        preferred_element_type=jnp.float32)
+    if exclude_history:  # padding positions hold item 0, which is -inf anyway
+      scores = scores.at[jnp.arange(items.shape[0])[:, None], items].set(-jnp.inf)
+    return scores.at[:, 0].set(-jnp.inf)
