@@ -38,7 +38,7 @@ def check_config(config):
 def check_against_devices(config, data_parallel, process_count=1):
   """The global batch must split evenly over the data-parallel devices and processes."""
   for name, size in (("train.batch_size", config.train.batch_size),
-                     ("decode.batch_size", config.decode.batch_size)):
+                     ("decode.batch_size", decode_settings.batch_size(config))):
     if size % data_parallel or size % process_count:
       raise ConfigError(f"{name}={size} is not divisible by the {data_parallel} data-parallel "
                         f"devices ({process_count} processes)")

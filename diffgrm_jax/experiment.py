@@ -96,9 +96,11 @@ class Experiment:
 
   def checkpoints(self, workdir, create=True):
     """The workdir's checkpoint managers, tied to this config's model fingerprint (and to
-    the SID table once the data is prepared: `ckpt.sid_hash = exp.sid_hash`)."""
-    return checkpointing.Checkpoints(workdir, checkpointing.model_fingerprint(self.config),
-                                     create=create)
+    the SID table once the data is prepared: `ckpt.sid_hash = exp.sid_hash`); a training
+    run's (`create`) latest saves are asynchronous with `train.async_checkpoints`."""
+    return checkpointing.Checkpoints(
+        workdir, checkpointing.model_fingerprint(self.config), create=create,
+        async_save=create and bool(self.config.train.async_checkpoints))
 
   def abstract_state(self, tx=None):
     """(abstract train state, shardings) to restore into; `tx` defaults to an optimiser

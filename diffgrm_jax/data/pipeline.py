@@ -94,6 +94,11 @@ class TrainLoader:
     self._dataset = ds.map_with_index(self._load)
     self._iter = iter(self._dataset)
 
+  @property
+  def edges(self):
+    """The history lengths of the buckets, ascending: every batch is one of these wide."""
+    return tuple(int(e) for e in self._edges)
+
   def _rows(self, data):
     """The split the batches are drawn from."""
     return data.train

@@ -32,6 +32,21 @@ def check_kind(kind, strategy):
     raise ConfigError("decode.strategy='release_confidence' needs model.kind='diffgrm'")
 
 
+# `decode.batch_size = 0`: users per decoding batch on CPU, and on GPU/TPU, where a large
+# batch keeps the device busy (a beam-256 batch of 1024 users holds about 1 GB of logits).
+AUTO_BATCH = {"cpu": 256, "accelerator": 1024}
+
+
+def batch_size(config, platform=None):
+  """Users per decoding batch: `decode.batch_size`, or for 0 the backend's `AUTO_BATCH`.
+  `platform` defaults to JAX's backend."""
+  n = int(config.decode.batch_size)
+  if n:
+    return n
+  import jax  # pylint: disable=g-import-not-at-top
+  return AUTO_BATCH["cpu" if (platform or jax.default_backend()) == "cpu" else "accelerator"]
+
+
 def split_beam(decode, split, beam=None):
   """The split's beam: `beam` when given, else `valid_beam` for 'valid', `test_beam` otherwise."""
   if beam is not None:
@@ -93,7 +108,7 @@ class SearchSettings:
                     max(widths[-1], int(b.top_k)))
     return cls(strategy=b.strategy, widths=widths, top_k=int(b.top_k), item_sids=item_sids,
                greedy_last=bool(b.greedy_last), order_seed=int(b.order_seed),
-               renormalize_legal=bool(b.renormalize_legal), batch_size=int(b.batch_size))
+               renormalize_legal=bool(b.renormalize_legal), batch_size=batch_size(config))
 
   @property
   def order(self):

@@ -125,7 +125,8 @@ class DiffGRM(nn.Module):
     h = (self.final_ln if self.shared_final_ln else self.dec_ln)(x)
     if not self.tie_heads:
       h = jnp.einsum("bvnd,nde->bvne", h, self.head_adapter.astype(self.dtype))
-    return jnp.einsum("bvnd,ncd->bvnc", h, self.table()).astype(jnp.float32)
+    # float32 accumulation and output also under bfloat16: beam scores are sums of these.
+    return jnp.einsum("bvnd,ncd->bvnc", h, self.table(), preferred_element_type=jnp.float32)
 
   def decode(self, enc, hist_mask, codes, known, deterministic=True):
     """enc: [B, L, D]; codes, known: [B, V, N] -> logits float32 [B, V, N, C]."""

@@ -49,7 +49,9 @@ def device_count(config, cores):
   shape = tuple(config.mesh.shape)
   if -1 not in shape:
     return math.prod(shape)
-  sizes = (config.train.batch_size, config.decode.batch_size)
+  # decode.batch_size 0 is 256 on CPU (decoding/settings.py, AUTO_BATCH; JAX has not
+  # started here, so the backend cannot be asked).
+  sizes = (config.train.batch_size, int(config.decode.batch_size) or 256)
   return max(d for d in range(1, max(cores, 1) + 1) if all(s % d == 0 for s in sizes))
 
 

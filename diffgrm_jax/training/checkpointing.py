@@ -23,6 +23,7 @@ import hashlib
 import json
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from diffgrm_jax import defaults
@@ -77,11 +78,11 @@ def _remove_unfinished_saves(path):
         paths.rmtree(paths.join(path, name))
 
 
-def _manager(path, max_to_keep, create):
+def _manager(path, max_to_keep, create, async_save=False):
   if create:
     _remove_unfinished_saves(path)
   options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=create, enable_async_checkpointing=False)
+      max_to_keep=max_to_keep, create=create, enable_async_checkpointing=async_save)
   return ocp.CheckpointManager(paths.absolute(path), options=options,
                                item_names=("state", "meta"))
 
@@ -90,9 +91,14 @@ class Checkpoints:
   """The two managers of a workdir.
 
   `create=False` (evaluation) neither creates folders nor deletes unfinished saves.
+  `async_save` (`train.async_checkpoints`): a latest save returns once its copy of the
+  state exists and is written to disk in the background, while training goes on; the
+  next save, any restore and `close` wait for it. A best save is waited for before the
+  latest save that names it starts, so a latest checkpoint never names a best that is
+  not on disk. Atomicity is orbax's as before (temporary folder, then rename).
   """
 
-  def __init__(self, workdir, fingerprint, create=True, sid_hash=None):
+  def __init__(self, workdir, fingerprint, create=True, sid_hash=None, async_save=False):
     self.workdir = workdir
     self.fingerprint = fingerprint
     # The SID table's hash (data.sid_hash): saved with each checkpoint and checked on
@@ -101,19 +107,30 @@ class Checkpoints:
     if not create and not paths.isdir(workdir):
       raise CheckpointError(f"workdir {paths.absolute(workdir)} does not exist; "
                             "pass the --workdir a training run wrote")
-    self.latest = _manager(paths.join(workdir, "checkpoints"), 2, create)
-    self.best = _manager(paths.join(workdir, "best"), 1, create)
+    self.async_save = bool(async_save)
+    self.latest = _manager(paths.join(workdir, "checkpoints"), 2, create, self.async_save)
+    self.best = _manager(paths.join(workdir, "best"), 1, create, self.async_save)
 
-  def _save(self, mgr, step, state, meta):
+  def _save(self, mgr, step, state, meta, wait=True):
     meta = dict(meta, fingerprint=self.fingerprint)
     if self.sid_hash:
       meta["sid_hash"] = self.sid_hash
+    if self.async_save:
+      # The train step donates the state it is given: the background write reads a copy.
+      state = jax.tree.map(jnp.copy, state)
     mgr.save(int(step), args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    mgr.wait_until_finished()
+    if wait:
+      mgr.wait_until_finished()
 
   def save_latest(self, step, state, meta):
-    self._save(self.latest, step, state, meta)
+    """Saves the latest state (in the background with `async_save`)."""
+    self._save(self.latest, step, state, meta, wait=not self.async_save)
+
+  def wait(self):
+    """Returns once every save in flight is on disk."""
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
 
   def save_best(self, step, state, meta):
     """Saves the best state; a step already saved (a run killed after its best save
@@ -130,6 +147,7 @@ class Checkpoints:
 
   def _meta(self, mgr, what):
     """(step, folder, meta) of the manager's latest step, or None; checks the fingerprint."""
+    mgr.wait_until_finished()  # a save in flight is the latest step
     step = mgr.latest_step()
     if step is None:
       return None
@@ -185,5 +203,6 @@ class Checkpoints:
     return self._restore(self.best, abstract_state, "best")
 
   def close(self):
+    self.wait()  # a SIGTERM's last save finishes before the program ends
     self.latest.close()
     self.best.close()

@@ -108,6 +108,8 @@ class Run:
   loader: Any  # next() -> batch; steps_per_epoch; get_state() / set_state()
   writer: tb_writer.Writer
   train_step: Callable  # (state, global batch) -> (state, metrics); donates the state
+  # (state, stacked batches, bucket ids) -> (state, metrics [n]) when train.steps_per_call > 1
+  multi_step: Callable | None
   n_params: int
   selection_score: Callable[[dict], float]
   valid_search: decode_settings.SearchSettings
@@ -129,7 +131,7 @@ class LoopState:
   # Checkpointed loop state: epoch, best_score/step/epoch, bad_evals, history, stopped_early.
   meta: dict
   step: int  # finished steps
-  pending: Any = None  # (step, metrics) of the last dispatched step, finished one step late
+  pending: Any = None  # (first step, metrics) of the last call, finished one call late
   best_pending: Any = None  # (step, state copy, meta) of a new best not yet on disk
   last_loss: float = math.nan  # of the last finished step, for the progress bar
   time_up: bool = False
@@ -205,9 +207,16 @@ def _start(exp, ckpt, workdir, score_fn, loader):
           f"mesh {dict(exp.mesh.shape)}")
   writer = tb_writer.Writer(paths.join(workdir, "tb"), enabled=is_main,
                             resume_step=loop.step if restored is not None else None)
+  multi_step = None
+  if c.train.steps_per_call > 1:
+    if not hasattr(loader, "edges"):
+      raise ValueError("train.steps_per_call > 1 needs a loader with `edges` (its buckets)")
+    multi_step = step_lib.make_multi_step(exp.model, tx, schedule, c, shardings,
+                                          exp.batch_sharding, loader.edges)
   run = Run(exp=exp, ckpt=ckpt, workdir=workdir, loader=loader, writer=writer,
             train_step=step_lib.make_train_step(exp.model, tx, schedule, c, shardings,
                                                 exp.batch_sharding),
+            multi_step=multi_step,
             n_params=n_params, selection_score=score_fn,
             valid_search=exp.search_settings("valid"),
             test_search=exp.search_settings("test"),
@@ -227,17 +236,18 @@ def _train_loop(run, loop, progress):
   t_loop = time.time()
   with _Preempted() as preempted:
     while not done:
-      batch = next(run.loader)
-      epoch, step_in_epoch = int(batch["epoch"]), int(batch["step_in_epoch"])
-      loop.state, m = run.train_step(loop.state, step_lib.to_global(
-          batch, run.exp.batch_sharding, step_lib.batch_keys(run.exp.model)))
+      n = _steps_this_call(run, loop)
+      batches = [next(run.loader) for _ in range(n)]
+      epoch, step_in_epoch = int(batches[-1]["epoch"]), int(batches[-1]["step_in_epoch"])
+      loop.state, m = _dispatch(run, loop.state, batches)
       if loop.pending is not None:
         _finish(run, loop)
       loop.pending = (loop.step, m)
-      loop.step += 1
-      rows_seen += int(np.count_nonzero(batch["weight"])) * jax.process_count()
-      bar.update(1)
-      if loop.step % 10 == 0 or loop.step == run.total_steps:
+      loop.step += n
+      rows_seen += sum(int(np.count_nonzero(b["weight"])) for b in batches) * jax.process_count()
+      bar.update(n)
+      crossed_10 = loop.step // 10 != (loop.step - n) // 10  # passed a multiple of 10
+      if crossed_10 or loop.step == run.total_steps:
         rate = rows_seen / max(time.time() - t_rows, 1e-9)
         bar.set_postfix(epoch=epoch + 1, loss=f"{loop.last_loss:.4f}", rows_s=f"{rate:.0f}")
         run.writer.scalars(loop.step, {"train/rows_per_s": rate})
@@ -249,8 +259,7 @@ def _train_loop(run, loop, progress):
         _end_of_epoch(run, loop, epoch + 1)
       # Several processes decide together, at fixed steps: a collective every step would
       # stall the dispatch pipeline.
-      if c.train.time_limit_s and (jax.process_count() == 1 or loop.step % 10 == 0
-                                   or end_of_epoch):
+      if c.train.time_limit_s and (jax.process_count() == 1 or crossed_10 or end_of_epoch):
         loop.time_up = agree(time.time() - run.t_start >= c.train.time_limit_s)
       done = meta["stopped_early"] or loop.step >= run.total_steps or loop.time_up
       every = c.train.checkpoint_every_steps
@@ -275,15 +284,40 @@ def _train_loop(run, loop, progress):
   return False
 
 
+def _steps_this_call(run, loop):
+  """Steps of the next call: `train.steps_per_call`, cut at the epoch's end, the run's last
+  step and the next `checkpoint_every_steps` multiple (what happens there, happens between
+  calls)."""
+  t = run.config.train
+  spe = run.loader.steps_per_epoch
+  n = min(int(t.steps_per_call), spe - loop.step % spe, run.total_steps - loop.step)
+  if t.checkpoint_every_steps:
+    n = min(n, t.checkpoint_every_steps - loop.step % t.checkpoint_every_steps)
+  return max(n, 1)
+
+
+def _dispatch(run, state, batches):
+  """Runs the batches' steps: one program per step, or all in one call (`multi_step`)."""
+  keys = step_lib.batch_keys(run.exp.model)
+  if len(batches) == 1:
+    return run.train_step(state, step_lib.to_global(batches[0], run.exp.batch_sharding, keys))
+  edges = run.loader.edges
+  buckets = np.searchsorted(edges, [b[keys[0]].shape[1] for b in batches]).astype(np.int32)
+  stacked = step_lib.stack_batches(batches, run.exp.batch_sharding, keys, max(edges))
+  return run.multi_step(state, stacked, buckets)
+
+
 def _finish(run, loop):
-  """Checks and logs the pending step's metrics (one step late: this syncs with it)."""
-  s, m = loop.pending
-  loss = float(m["loss"])
-  if not math.isfinite(loss):
-    _stop(run, f"non-finite loss ({loss})", s)
-  loop.last_loss = loss
-  if s % run.config.train.log_every_steps == 0:
-    run.writer.scalars(s, {f"train/{k}": float(v) for k, v in m.items()})
+  """Checks and logs the pending call's metrics (one call late: this syncs with it)."""
+  first, m = loop.pending
+  values = {k: np.atleast_1d(np.asarray(v)) for k, v in m.items()}
+  for i, loss in enumerate(values["loss"]):
+    if not math.isfinite(float(loss)):
+      _stop(run, f"non-finite loss ({float(loss)})", first + i)
+  loop.last_loss = float(values["loss"][-1])
+  for i in range(len(values["loss"])):
+    if (first + i) % run.config.train.log_every_steps == 0:
+      run.writer.scalars(first + i, {f"train/{k}": float(v[i]) for k, v in values.items()})
 
 
 def _sync(run, loop):

@@ -5,12 +5,14 @@ The step's randomness (dropout, masks) is `fold_in(key(seed), step)` with the ke
 what an uninterrupted run draws at step s, on any mesh.
 """
 
+import functools
 from typing import Any
 
 import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from diffgrm_jax.model import masked_rows
@@ -333,6 +335,71 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
           compiler_options=compile_options.options("train")))
 
 
+# Batch keys with a history axis (axis 1): what a length bucket pads.
+HISTORY_KEYS = ("hist_sids", "hist_mask", "items", "targets")
+
+
+def make_multi_step(model, tx, schedule, config, state_shardings, batch_sharding, edges):
+  """`train.steps_per_call`: `fn(state, batches, buckets) -> (state, metrics)` runs n
+  steps in one jitted call, a `lax.scan` over the n batches (`stack_batches`: every key
+  [n, B, ...], histories padded to the longest bucket) with one branch per length bucket
+  (`lax.switch` on `buckets` int32 [n], indices into `edges`): each branch cuts the
+  histories back to its bucket, so a step computes exactly what the one-step program
+  computes for that batch (the same rows, order and random numbers: the key is the step's).
+  metrics: each [n]. Donates the state; compiled once per n."""
+  base_key = step_key(config)
+  data_parallel = shard_lib.data_parallel_size(config, batch_sharding.mesh)
+  keys = batch_keys(model)
+  params_shardings = state_shardings.params
+
+  def one_step(lb, state, batch):
+    batch = {k: v[:, :lb] if k in HISTORY_KEYS else v for k, v in batch.items()}
+    key = jax.random.fold_in(base_key, state.step)
+    n_micro = micro_batches(config, data_parallel, history_len=lb)
+    if n_micro > 1:
+      loss, grads = micro_batched_value_and_grad(state.params, model, batch, key, config,
+                                                 n_micro)
+    else:
+      loss, grads = jax.value_and_grad(loss_fn)(state.params, model, batch, key, config)
+    grads = jax.lax.with_sharding_constraint(grads, params_shardings)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+    return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                      opt_state=opt_state), metrics
+
+  branches = [functools.partial(one_step, int(lb)) for lb in edges]
+
+  def multi(state, batches, buckets):
+    def body(state, xs):
+      batch, b = xs
+      return jax.lax.switch(b, branches, state, batch)
+    return jax.lax.scan(body, state, (batches, buckets))
+
+  stacked = stacked_sharding(batch_sharding)
+  return jax.jit(multi, in_shardings=(state_shardings, {k: stacked for k in keys},
+                                      shard_lib.replicated(batch_sharding.mesh)),
+                 out_shardings=(state_shardings, shard_lib.replicated(batch_sharding.mesh)),
+                 donate_argnums=(0,), compiler_options=compile_options.options("train"))
+
+
+def stacked_sharding(batch_sharding):
+  """The sharding of n batches stacked on a leading axis: that axis whole, the batch split."""
+  return jax.sharding.NamedSharding(batch_sharding.mesh,
+                                    jax.sharding.PartitionSpec(None, *batch_sharding.spec))
+
+
+def stack_batches(batches, batch_sharding, keys, width):
+  """Process-local numpy batches -> global arrays [n, B, ...] of `keys`, histories padded
+  with zeros to `width` (padding is what a bucket's own padding is: item 0, mask False)."""
+  def pad(k, x):
+    if k not in HISTORY_KEYS or x.shape[1] == width:
+      return x
+    return np.pad(x, [(0, 0), (0, width - x.shape[1])] + [(0, 0)] * (x.ndim - 2))
+  sharding = stacked_sharding(batch_sharding)
+  return {k: jax.make_array_from_process_local_data(
+      sharding, np.stack([pad(k, np.asarray(b[k])) for b in batches])) for k in keys}
+
+
 def to_global(batch, batch_sharding, keys=DEVICE_KEYS):
   """Process-local numpy batch -> global jax arrays (of `keys`) split over the data axes."""
   return {k: jax.make_array_from_process_local_data(batch_sharding, batch[k]) for k in keys}
@@ -346,6 +413,8 @@ def check_config(config):
   check_choice("train.prng_impl", config.train.prng_impl, PRNG_IMPLS)
   check_choice("optim.schedule", config.optim.schedule, SCHEDULES)
   check_choice("train.step_programs", config.train.step_programs, STEP_PROGRAMS)
+  if int(config.train.steps_per_call) < 1:
+    raise ConfigError(f"train.steps_per_call={config.train.steps_per_call}: must be >= 1")
   if int(config.train.micro_batches) < 0:
     raise ConfigError(f"train.micro_batches={config.train.micro_batches}: must be >= 1, or 0 "
                       "for automatic")

@@ -83,3 +83,4 @@ def test_best_saved_again_at_the_same_step_is_kept(tmp_path):
   ckpt.save_best(9, {"w": jnp.ones(3)}, {"step": 9})  # orbax alone: StepAlreadyExistsError
   ckpt.close()
   assert saved_steps(str(tmp_path / "best")) == [9]
+
