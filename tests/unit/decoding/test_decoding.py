@@ -281,3 +281,14 @@ def test_decode_settings_resolve_the_split_widths_like_the_config_says():
       decoding.SearchSettings.from_config(c, "test"))  # usable as a cache key
   with pytest.raises(ValueError, match="must be one of"):
     decoding.SearchSettings("nope", (4,) * 4)
+
+
+def test_decode_batch_size_zero_is_the_backends_default():
+  from diffgrm_jax import defaults  # pylint: disable=import-outside-toplevel
+  c = defaults.get_config()
+  assert c.decode.batch_size == 0
+  assert decoding.batch_size(c, platform="cpu") == 256
+  assert decoding.batch_size(c, platform="gpu") == decoding.batch_size(c, platform="tpu") == 1024
+  c.decode.batch_size = 96
+  assert decoding.batch_size(c, platform="gpu") == 96
+  assert decoding.SearchSettings.from_config(c, "test").batch_size == 96
