@@ -62,6 +62,10 @@ def test_the_table_is_the_trained_one_row_for_row_by_raw_id(trained):
   emb = embeddings.item_embeddings(config, raw, raw.item_ids)
   want = table[[ids.index(str(i)) + 1 for i in raw.item_ids]]
   np.testing.assert_allclose(emb, want / np.linalg.norm(want, axis=1, keepdims=True), rtol=1e-6)
+  # Joining text needs a text embedding, which this dataset lacks.
+  config.embedding.source = "text+workdir"
+  with pytest.raises(DataError, match="no text embedding to join"):
+    embeddings.item_embeddings(config, raw, raw.item_ids)
 
 
 def test_prepare_on_interactions_alone_offline(trained):
