@@ -14,6 +14,12 @@ def settings_hash(settings) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def array_hash(array, dtype) -> str:
+  """16 hex chars identifying an array (its shape and its values as `dtype`)."""
+  a = np.ascontiguousarray(np.asarray(array), dtype=dtype)
+  return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]
+
+
 def file_fingerprint(path: str):
   """(absolute path, size, mtime) or None when missing: a changed input invalidates the cache."""
   if not os.path.isfile(path):

@@ -9,8 +9,6 @@ differently; every item it has must be in DIR's catalogue. The table is read fro
 best checkpoint (its latest when it has no best), as plain arrays: no model is built.
 """
 
-import hashlib
-
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
@@ -76,9 +74,3 @@ def item_table(workdir, item_ids):
                     f"items are not in its catalogue, e.g. {missing[0]!r}; train it on this "
                     "dataset")
   return table[[row[str(raw)] for raw in item_ids]]
-
-
-def fingerprint(table):
-  """A cache key part for an embedding matrix (its shape and values)."""
-  a = np.ascontiguousarray(table, np.float32)
-  return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]

@@ -14,7 +14,6 @@ Loading rebuilds the splits from the sequences with the protocol functions.
 """
 
 import dataclasses
-import hashlib
 import io
 import logging
 import os
@@ -22,7 +21,6 @@ import os
 import numpy as np
 
 from diffgrm_jax.data import cache
-from diffgrm_jax.data import collaborative
 from diffgrm_jax.data import embeddings
 from diffgrm_jax.data import protocol
 from diffgrm_jax.data import sids as sids_lib
@@ -57,8 +55,7 @@ class PreparedData:
 
 def sid_hash(sids) -> str:
   """16 hex chars identifying a SID table (shape and values): checkpoints record it."""
-  a = np.ascontiguousarray(np.asarray(sids), dtype=np.int32)
-  return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]
+  return cache.array_hash(sids, np.int32)
 
 
 def display_text(meta) -> str:
@@ -168,7 +165,7 @@ def prepare_data(config, *, verbose: bool = True) -> PreparedData:
   emb, fingerprint = None, cache.file_fingerprint(where) if kind == "file" else None
   if "workdir" in kind:  # a trained table: keyed by its values (it changes as runs go on)
     emb = embeddings.item_embeddings(config, raw or stand_in, names["items"])
-    fingerprint = collaborative.fingerprint(emb)
+    fingerprint = cache.array_hash(emb, np.float32)
   emb_settings = {"seq": seq_key, "kind": kind, "where": where, "file": fingerprint}
   emb_key = cache.settings_hash(emb_settings)
   emb_path = os.path.join(folder, f"emb-{emb_key}.npy")

@@ -48,10 +48,12 @@ def exact_ranks(scores, target_item, item_group, n_groups):
 
 
 @functools.lru_cache(maxsize=8)
-def _rank_fn(model, n_groups, exclude_history):
+def _rank_fn(model, n_groups, exclude_history, k):
+  """(item rank, SID rank) and, for k > 0, the k best items, from one scoring pass."""
   def fn(variables, items, mask, target_item, item_group):
     scores = model.apply(variables, items, mask, exclude_history, method="score_last")
-    return exact_ranks(scores, target_item, item_group, n_groups)
+    top = jax.lax.top_k(scores, k)[1].astype(jnp.int32) if k else None
+    return (*exact_ranks(scores, target_item, item_group, n_groups), top)
   return jax.jit(fn)
 
 
@@ -86,23 +88,23 @@ def evaluate(variables, model, catalogue, batches, *, exclude_history=False, mes
   item_group = jnp.asarray(catalogue.item_group, jnp.int32)
   if mesh is not None:
     item_group = jax.device_put(item_group, NamedSharding(mesh, PartitionSpec()))
-  rank = _rank_fn(model, int(catalogue.n_sids), bool(exclude_history))
-  kmax = max(metrics.KS)
+  rank = _rank_fn(model, int(catalogue.n_sids), bool(exclude_history),
+                  max(metrics.KS) if keep_items else 0)
   item_r, sid_r, weights, kept = [], [], [], {}
   bar = tqdm(batches, desc=desc, unit="batch", leave=False,
              disable=not progress or jax.process_index() != 0)
   for batch in bar:
     items, mask, target = _inputs(batch, batch_sharding, ("hist_items", "hist_mask",
                                                           "target_item"))
-    ir, sr = _gather(rank(variables, items, mask, target, item_group), batch_sharding)
+    ir, sr, top = rank(variables, items, mask, target, item_group)
+    ir, sr = _gather([ir, sr], batch_sharding)
     w, users = _gather([np.asarray(batch["weight"]), np.asarray(batch["user"])],
                        batch_sharding)
     item_r.append(ir)
     sid_r.append(sr)
     weights.append((w > 0).astype(np.float64))
     if keep_items:
-      top, _ = _gather(_top_fn(model, kmax, bool(exclude_history))(variables, items, mask),
-                       batch_sharding)
+      top, = _gather([top], batch_sharding)
       kept.update({int(u): [int(i) for i in row] for u, wt, row in zip(users, w, top) if wt > 0})
   weights = np.concatenate(weights) if weights else np.zeros(0)
   out = {"n_users": float((weights > 0).sum())}

@@ -291,10 +291,10 @@ class TrainStep:
     return self.update(state, grads, loss)
 
 
-def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding):
-  """Returns the `TrainStep` of this model, optimiser and config on the state's shardings."""
+def _step_functions(model, tx, schedule, config, state_shardings, batch_sharding):
+  """(gradients, update, fused): the train step's pieces, shared by the one-step programs
+  and the multi-step call."""
   base_key = step_key(config)
-  replicated = shard_lib.replicated(batch_sharding.mesh)
   data_parallel = shard_lib.data_parallel_size(config, batch_sharding.mesh)
   keys = batch_keys(model)
 
@@ -312,13 +312,22 @@ def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding
     metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
-  batch_shardings = {k: batch_sharding for k in keys}
-  params_shardings = state_shardings.params
-
   def fused(state, batch):
     loss, grads = gradients(state.params, state.step, batch)
-    grads = jax.lax.with_sharding_constraint(grads, params_shardings)  # as the two programs
+    # As the two programs.
+    grads = jax.lax.with_sharding_constraint(grads, state_shardings.params)
     return update(state, grads, loss)
+
+  return gradients, update, fused
+
+
+def make_train_step(model, tx, schedule, config, state_shardings, batch_sharding):
+  """Returns the `TrainStep` of this model, optimiser and config on the state's shardings."""
+  replicated = shard_lib.replicated(batch_sharding.mesh)
+  gradients, update, fused = _step_functions(model, tx, schedule, config, state_shardings,
+                                             batch_sharding)
+  batch_shardings = {k: batch_sharding for k in batch_keys(model)}
+  params_shardings = state_shardings.params
 
   # Gradients leave the first program laid out as the parameters (split over the data axis
   # there, GSPMD would carry that layout back into the activations of fsdp / tensor meshes
@@ -347,25 +356,11 @@ def make_multi_step(model, tx, schedule, config, state_shardings, batch_sharding
   histories back to its bucket, so a step computes exactly what the one-step program
   computes for that batch (the same rows, order and random numbers: the key is the step's).
   metrics: each [n]. Donates the state; compiled once per n."""
-  base_key = step_key(config)
-  data_parallel = shard_lib.data_parallel_size(config, batch_sharding.mesh)
+  _, _, fused = _step_functions(model, tx, schedule, config, state_shardings, batch_sharding)
   keys = batch_keys(model)
-  params_shardings = state_shardings.params
 
   def one_step(lb, state, batch):
-    batch = {k: v[:, :lb] if k in HISTORY_KEYS else v for k, v in batch.items()}
-    key = jax.random.fold_in(base_key, state.step)
-    n_micro = micro_batches(config, data_parallel, history_len=lb)
-    if n_micro > 1:
-      loss, grads = micro_batched_value_and_grad(state.params, model, batch, key, config,
-                                                 n_micro)
-    else:
-      loss, grads = jax.value_and_grad(loss_fn)(state.params, model, batch, key, config)
-    grads = jax.lax.with_sharding_constraint(grads, params_shardings)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
-    return TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                      opt_state=opt_state), metrics
+    return fused(state, {k: v[:, :lb] if k in HISTORY_KEYS else v for k, v in batch.items()})
 
   branches = [functools.partial(one_step, int(lb)) for lb in edges]
 
