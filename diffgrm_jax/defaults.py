@@ -58,6 +58,11 @@ def get_config():
   # Histories are padded to the smallest of these lengths that fits, so a few shapes
   # are compiled; training batches are drawn from one bucket at a time.
   d.length_buckets = (8, 16, 32, 50)
+  # grain threads building training batches ahead of the step, and how many batches they
+  # may hold; 0 = the backend's default (data/pipeline.py, READ_OPTIONS: few on CPU, where
+  # the threads share the cores with the step, more on GPU/TPU). Batches are the same.
+  d.read_threads = 0
+  d.prefetch = 0
   # Synthetic source only: catalogue and population sizes and the generator's seed.
   d.synthetic = ml_collections.ConfigDict()
   d.synthetic.n_users = 2000
@@ -162,6 +167,11 @@ def get_config():
   # sasrec only: draw them per 'sequence' (shared by its positions; 7x faster on CPU) or
   # per 'position' (training/sasrec_loss.py).
   m.sasrec_negatives_per = "sequence"
+  # sasrec only: every real position also attends to the padding up to data.max_history_len
+  # (zero inputs, so the key and value biases), as the reference implementation does with
+  # its full-width left padding and no key padding mask (model/sasrec.py). Changes no
+  # parameter but changes the scores: a trained model is evaluated with its own value.
+  m.sasrec_padding_keys = False
 
   # ---------------------------------------------------------------- masking
   c.masking = k = ml_collections.ConfigDict()
@@ -264,6 +274,11 @@ def get_config():
   # milliseconds. The same batches, order and random numbers as 1; calls end at epoch
   # ends and checkpoint steps, and NaN checks, logging and SIGTERM act between calls.
   t.steps_per_call = 1
+  # Compile every program the run calls (train steps per bucket, validation and test
+  # decoders) at start-up, `compile_threads` at a time (0: 2 on CPU, up to 16 on GPU/TPU
+  # hosts), instead of one after another on first use (training/precompile.py).
+  t.precompile = True
+  t.compile_threads = 0
 
   # ---------------------------------------------------------------- decoding
   c.decode = b = ml_collections.ConfigDict()

@@ -28,7 +28,8 @@ def config():
 # file starts last and keeps one worker busy after the other has finished (whole files go
 # to one worker each: `--dist loadfile`). The rest follow in their usual order.
 # Measured on a 2-core machine: 310, 150, 140, 130, 80, 75, 70 s and below.
-_LONGEST_FIRST = ("test_train_step.py", "test_demo.py", "test_decoding.py",
+_LONGEST_FIRST = ("test_train_step.py", "test_demo.py", "test_decoding.py", "test_precompile.py",
+                  "test_steps_per_call.py",
                   "test_training_loop.py", "test_multihost.py", "test_sharding.py",
                   "test_gcs_workdir.py", "test_recommend.py", "test_parity.py", "test_diffgrm.py")
 

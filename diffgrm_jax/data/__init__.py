@@ -7,7 +7,9 @@ from diffgrm_jax.data.dataset import save_prepared
 from diffgrm_jax.data.dataset import sid_hash
 from diffgrm_jax.data.errors import DataError
 from diffgrm_jax.data.pipeline import eval_batches
+from diffgrm_jax.data.pipeline import read_options
 from diffgrm_jax.data.pipeline import train_loader
 from diffgrm_jax.data.protocol import Split
 
-__all__ = ["prepare_data", "PreparedData", "Split", "DataError", "train_loader", "eval_batches"]
+__all__ = ["prepare_data", "PreparedData", "Split", "DataError", "train_loader", "eval_batches",
+           "read_options"]

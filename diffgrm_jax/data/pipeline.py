@@ -16,6 +16,10 @@ slice of batch_size // process_count rows of each global batch.
 
 SASRec's loader (`SequenceLoader`) follows the same plan over other rows: one per user,
 the whole training sequence, bucketed by its length.
+
+Read-ahead. grain threads build the next batches while the step runs (`read_options`). A
+batch depends only on its index, so the thread count and buffer never change the batches
+or the iterator state a checkpoint records.
 """
 
 import grain
@@ -23,6 +27,29 @@ import numpy as np
 
 from diffgrm_jax.data import protocol
 from diffgrm_jax.data.errors import DataError
+
+
+# (threads, batches held) for data.read_threads / data.prefetch = 0. On CPU the step itself
+# uses every core and a batch takes milliseconds to build against a step's tens or hundreds,
+# so two threads and a short buffer keep up without taking cores from it. On GPU/TPU the
+# host's cores are free and steps are a few milliseconds (several per call with
+# train.steps_per_call), so more threads and a buffer of a few calls' worth of batches.
+READ_OPTIONS = {"cpu": (2, 8), "accelerator": (16, 128)}
+
+
+def read_options(read_threads=0, prefetch=0, platform=None) -> grain.ReadOptions:
+  """grain.ReadOptions for the training loader: the given counts, or for 0 the backend's
+  `READ_OPTIONS` (`platform` defaults to JAX's backend)."""
+  if read_threads < 0 or prefetch < 0:
+    raise DataError(f"data.read_threads={read_threads} and data.prefetch={prefetch} must be "
+                    ">= 0 (0 = the backend's default)")
+  if not (read_threads and prefetch):
+    if platform is None:
+      import jax  # pylint: disable=g-import-not-at-top
+      platform = jax.default_backend()
+    auto = READ_OPTIONS["cpu" if platform == "cpu" else "accelerator"]
+    read_threads, prefetch = read_threads or auto[0], prefetch or auto[1]
+  return grain.ReadOptions(num_threads=int(read_threads), prefetch_buffer_size=int(prefetch))
 
 
 def _process(process_index, process_count, batch_size):
@@ -77,7 +104,7 @@ class TrainLoader:
   """Infinite iterator of training batches; state = grain iterator state (JSON-able)."""
 
   def __init__(self, data, *, batch_size, seed, buckets=(8, 16, 32, 50),
-               process_index=None, process_count=None):
+               process_index=None, process_count=None, options=None):
     self._data = data
     self._split = self._rows(data)
     self._slice = _process(process_index, process_count, batch_size)
@@ -92,7 +119,8 @@ class TrainLoader:
       raise DataError(f"dataset {data.name!r} has no training rows.")
     ds = grain.MapDataset.range(self.steps_per_epoch).repeat(None)
     self._dataset = ds.map_with_index(self._load)
-    self._iter = iter(self._dataset)
+    self.options = options or read_options()
+    self._iter = iter(self._dataset.to_iter_dataset(self.options))
 
   @property
   def edges(self):
@@ -110,11 +138,24 @@ class TrainLoader:
   def _batch(self, global_rows, lb):
     return _gather(self._data, self._split, global_rows, self._slice, lb)
 
+  def example_batches(self):
+    """{width: a batch of that width} for every bucket with training rows (its first
+    rows): the shapes the train step is compiled for ahead of time."""
+    out = {}
+    for b, members in enumerate(self._members):
+      if len(members):
+        rows = _batches_of(members[:self._batch_size], self._batch_size)[0]
+        out[int(self._edges[b])] = self._batch(rows, int(self._edges[b]))
+    return out
+
   def plan(self, epoch: int):
     """(rows int64 [steps, batch_size] with -1 padding, bucket index [steps]) of an epoch."""
-    if epoch not in self._plans:
-      self._plans = {epoch: self._make_plan(epoch)}  # only the current epoch is kept
-    return self._plans[epoch]
+    plans = self._plans  # read once: read-ahead threads may replace it meanwhile
+    if epoch not in plans:
+      plans = {epoch: self._make_plan(epoch)}
+      # Two epochs kept: threads building the end of one and the start of the next.
+      self._plans = {**{e: p for e, p in self._plans.items() if e == epoch - 1}, **plans}
+    return plans[epoch]
 
   def _make_plan(self, epoch: int):
     rng = np.random.default_rng([self._seed, epoch])
@@ -172,12 +213,13 @@ class SequenceLoader(TrainLoader):
 
 
 def train_loader(data, *, batch_size: int, seed: int, buckets=(8, 16, 32, 50),
-                 process_index=None, process_count=None, sequences=False) -> TrainLoader:
+                 process_index=None, process_count=None, sequences=False,
+                 options=None) -> TrainLoader:
   """Training batches, epoch after epoch (see module docstring); `sequences`: SASRec's
-  (`SequenceLoader`)."""
+  (`SequenceLoader`); `options`: grain.ReadOptions (default: `read_options()`)."""
   cls = SequenceLoader if sequences else TrainLoader
   return cls(data, batch_size=batch_size, seed=seed, buckets=buckets,
-             process_index=process_index, process_count=process_count)
+             process_index=process_index, process_count=process_count, options=options)
 
 
 def eval_batches(data, split: str, *, batch_size: int, buckets=(8, 16, 32, 50),

@@ -11,7 +11,12 @@ embedding plus a learned position embedding that counts from the end of the hist
 most recent item is position 0, as in left-padded implementations), dropout, then blocks of
   q = LN(x);  x = q + attention(q over keys/values x, causal);  f = LN(x);  x = f + FFN(f)
 with the history's padding zeroed after each, and a final LayerNorm. The FFN is two D x D
-layers with ReLU between. The item table is shared with the output: an item's score is
+layers with ReLU between. With `sasrec_padding_keys` every real position also attends to
+max_history_len - length padding positions, as the reference implementation does (its
+histories are left-padded to full length and it sets no key padding mask): their input is
+zero, so each is the key and value projections' biases alone. We add them as one entry of
+multiplicity n_pad (logit + log n_pad), so the result does not depend on the batch's padded
+width; it gives attention a length-dependent place to put weight on nothing. The item table is shared with the output: an item's score is
 the state's dot product with its embedding. Weights are Xavier-normal (biases zero), as in
 the implementation whose published numbers configs/sasrec.py reproduces; as there, the item
 table itself takes dropout in training (`item_table`).
@@ -29,7 +34,8 @@ import jax.numpy as jnp
 from diffgrm_jax.model.dropout import Dropout
 
 NEG_INF = -1e9
-LN_EPS = 1e-8  # the original SASRec's LayerNorm epsilon
+BLOCK_LN_EPS = 1e-5  # the blocks' LayerNorms: torch's default, as the reference implementation
+FINAL_LN_EPS = 1e-8  # the final LayerNorm (the original SASRec's epsilon, kept there)
 
 
 def xavier_normal():
@@ -44,9 +50,9 @@ def _dense(features, axes, name):
                                                          (axes[-1],)))
 
 
-def _layer_norm(name):
+def _layer_norm(name, epsilon=BLOCK_LN_EPS):
   return nn.LayerNorm(
-      epsilon=LN_EPS, name=name,
+      epsilon=epsilon, name=name,
       scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)))
 
@@ -68,15 +74,26 @@ class SasrecBlock(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, bias, deterministic):
+  def __call__(self, x, bias, deterministic, n_pad=None):
+    """x [B, L, D], bias [B, 1, L, L] (0 or NEG_INF), n_pad int [B] or None: padding
+    positions every query attends to besides its real keys (module docstring)."""
     b, l, d = x.shape
     h, hd = self.n_heads, self.d_model // self.n_heads
     q_in = _layer_norm("ln_attn")(x)
-    split = lambda y: y.reshape(b, l, h, hd)
+    split = lambda y: y.reshape(b, -1, h, hd)
+    key, value = _dense(d, ("embed", "mlp"), "key"), _dense(d, ("embed", "mlp"), "value")
     q = split(_dense(d, ("embed", "mlp"), "query")(q_in)) / jnp.sqrt(hd).astype(x.dtype)
-    k = split(_dense(d, ("embed", "mlp"), "key")(x))
-    v = split(_dense(d, ("embed", "mlp"), "value")(x))
+    k, v = split(key(x)), split(value(x))
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
+    if n_pad is not None:
+      # A zero input's key and value: the projections' biases, one per head.
+      zero = jnp.zeros((d,), x.dtype)
+      k_pad, v_pad = key(zero).reshape(h, hd), value(zero).reshape(h, hd)
+      multiplicity = jnp.where(n_pad > 0, jnp.log(jnp.maximum(n_pad, 1)), NEG_INF)
+      pad_logit = (jnp.einsum("bqhd,hd->bhq", q, k_pad).astype(jnp.float32)
+                   + multiplicity[:, None, None])
+      logits = jnp.concatenate([logits, pad_logit[..., None]], axis=-1)
+      v = jnp.concatenate([v, jnp.broadcast_to(v_pad, (b, 1, h, hd))], axis=1)
     weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
     weights = Dropout(self.attention_dropout)(weights, deterministic=deterministic)
     att = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, l, d)
@@ -97,6 +114,8 @@ class SASRec(nn.Module):
   n_enc_layers: int = 1  # SASRec blocks
   dropout: float = 0.2
   attention_dropout: float = 0.2
+  # Attend to the padding positions as the reference implementation does (module docstring).
+  sasrec_padding_keys: bool = False
   dtype: Any = jnp.float32
 
   kind: ClassVar[str] = "sasrec"
@@ -113,7 +132,7 @@ class SASRec(nn.Module):
     self.blocks = [SasrecBlock(self.d_model, self.n_heads, self.dropout,
                                self.attention_dropout, self.dtype, name=f"block_{i}")
                    for i in range(self.n_enc_layers)]
-    self.final_ln = _layer_norm("final_ln")
+    self.final_ln = _layer_norm("final_ln", FINAL_LN_EPS)
 
   def example_inputs(self):
     """Inputs of the right kinds for `init`."""
@@ -140,8 +159,9 @@ class SASRec(nn.Module):
     x = self.embed_dropout(x, deterministic=deterministic) * pad
     causal = jnp.tril(jnp.ones((l, l), bool))
     bias = jnp.where(causal[None, None] & mask[:, None, None, :], 0.0, NEG_INF)
+    n_pad = (self.max_history_len - mask.sum(-1)) if self.sasrec_padding_keys else None
     for block in self.blocks:
-      x = block(x, bias, deterministic) * pad
+      x = block(x, bias, deterministic, n_pad) * pad
     return self.final_ln(x)
 
   def score_last(self, items, mask, exclude_history=False):

@@ -50,6 +50,8 @@ def model_fingerprint(config):
   # Fingerprints from before the option lack the key: left out while False, they still match.
   if not keys["model"]["shared_final_ln"]:
     keys["model"].pop("shared_final_ln", None)
+  if not keys["model"].get("sasrec_padding_keys", False):  # likewise (added later, off)
+    keys["model"].pop("sasrec_padding_keys", None)
   return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -41,6 +41,7 @@ from diffgrm_jax.runtime import host_memory
 from diffgrm_jax.runtime import paths
 from diffgrm_jax.runtime import tb_writer
 from diffgrm_jax.training import checkpointing
+from diffgrm_jax.training import precompile
 from diffgrm_jax.training import step as step_lib
 
 
@@ -169,15 +170,19 @@ def _start(exp, ckpt, workdir, score_fn, loader):
   t_start = time.time()
   # compile_s: XLA compilation, spent within the other phases (none for programs the
   # persistent cache already held).
+  # precompile_s: the start-up compilation (training/precompile.py), within setup_s.
   timing = {"setup_s": 0.0, "train_loop_s": 0.0, "valid_s": 0.0, "checkpoint_s": 0.0,
-            "final_eval_s": 0.0, "compile_s": -compile_cache.compile_seconds()}
+            "final_eval_s": 0.0, "compile_s": -compile_cache.compile_seconds(),
+            "precompile_s": 0.0}
   # A workdir of another model fails here, before data preparation and compilation.
   ckpt.check_latest()
   c, is_main = exp.config, jax.process_index() == 0
   if loader is None:
     loader = data_lib.train_loader(exp.data, batch_size=c.train.batch_size, seed=c.seed,
                                    buckets=tuple(c.data.length_buckets),
-                                   sequences=exp.scores_items)
+                                   sequences=exp.scores_items,
+                                   options=data_lib.read_options(c.data.read_threads,
+                                                                 c.data.prefetch))
   steps_per_epoch = loader.steps_per_epoch
   total_steps = c.train.epochs * steps_per_epoch
   if c.train.max_steps:
@@ -221,6 +226,17 @@ def _start(exp, ckpt, workdir, score_fn, loader):
             valid_search=exp.search_settings("valid"),
             test_search=exp.search_settings("test"),
             total_steps=total_steps, t_start=t_start, timing=timing, is_main=is_main)
+  if c.train.precompile:
+    finished = meta["stopped_early"] or loop.step >= total_steps
+    jobs = [] if finished else precompile.train_jobs(run, state, _call_sizes(run, loop.step))
+    validates = not finished and c.train.eval_start_epoch <= c.train.epochs
+    searches = dict(valid=run.valid_search) if validates else {}
+    jobs += precompile.decoder_jobs(exp, state.params, dict(searches, test=run.test_search))
+    threads = precompile.compile_threads(c)
+    timing["precompile_s"] = precompile.compile_all(jobs, threads)
+    if is_main:
+      print(f"compiled {len(jobs)} programs ahead of time in {timing['precompile_s']:.1f} s "
+            f"({threads} at a time)")
   return run, loop, abstract
 
 
@@ -294,6 +310,16 @@ def _steps_this_call(run, loop):
   if t.checkpoint_every_steps:
     n = min(n, t.checkpoint_every_steps - loop.step % t.checkpoint_every_steps)
   return max(n, 1)
+
+
+def _call_sizes(run, step):
+  """The distinct step counts > 1 of the multi-step calls from `step` to the run's end."""
+  sizes = set()
+  while run.multi_step is not None and step < run.total_steps:
+    n = _steps_this_call(run, LoopState(state=None, meta={}, step=step))
+    sizes.add(n)
+    step += n
+  return sorted(n for n in sizes if n > 1)
 
 
 def _dispatch(run, state, batches):

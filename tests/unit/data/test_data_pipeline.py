@@ -7,7 +7,9 @@ import pytest
 
 from support.data import base_config
 from diffgrm_jax.data import eval_batches
+from diffgrm_jax.data import DataError
 from diffgrm_jax.data import prepare_data
+from diffgrm_jax.data import read_options
 from diffgrm_jax.data import train_loader
 
 BUCKETS = (8, 16, 32, 50)
@@ -85,6 +87,36 @@ def test_state_resumes_exactly(data):
     assert got.keys() == want.keys()
     for key in want:
       np.testing.assert_array_equal(got[key], want[key])
+
+
+def test_read_ahead_changes_neither_batches_nor_state(data):
+  """One thread holding one batch, or eight holding 64 (batches built out of order): the
+  same batches, and a state saved under one resumes under the other."""
+  kw = dict(batch_size=32, seed=7, process_index=0, process_count=1)
+  slow = train_loader(data, options=read_options(1, 1), **kw)
+  fast = train_loader(data, options=read_options(8, 64), **kw)
+  assert fast.options.num_threads == 8 and fast.options.prefetch_buffer_size == 64
+  k = slow.steps_per_epoch + 2
+  for _ in range(k):
+    a, b = next(slow), next(fast)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  resumed = train_loader(data, options=read_options(1, 1), **kw)
+  resumed.set_state(fast.get_state())
+  for _ in range(3):
+    a, b = next(resumed), next(slow)
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_read_options_per_backend():
+  cpu, gpu = read_options(platform="cpu"), read_options(platform="gpu")
+  assert (cpu.num_threads, cpu.prefetch_buffer_size) == (2, 8)
+  assert (gpu.num_threads, gpu.prefetch_buffer_size) == (16, 128)
+  mixed = read_options(3, 0, platform="tpu")  # a given count is kept, the other filled in
+  assert (mixed.num_threads, mixed.prefetch_buffer_size) == (3, 128)
+  with pytest.raises(DataError, match="data.read_threads=-1"):
+    read_options(-1, 0)
 
 
 def test_two_processes_cover_the_global_batch(data):

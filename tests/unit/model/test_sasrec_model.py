@@ -80,3 +80,61 @@ def test_training_draws_dropout_and_evaluation_does_not():
                   rngs={"dropout": jax.random.key(1)})
   np.testing.assert_array_equal(a, b)
   assert np.abs(np.asarray(a - det)).max() > 1e-3
+
+
+def _layer_norm(x, p, eps):
+  mu = x.mean(-1, keepdims=True)
+  var = ((x - mu) ** 2).mean(-1, keepdims=True)
+  return (x - mu) / np.sqrt(var + eps) * p["scale"] + p["bias"]
+
+
+def _left_padded_reference(params, items, n_heads):
+  """numpy: the history left-padded to full width L, causal attention with NO key padding
+  mask (so every real position also attends to the zero padding rows), one block."""
+  p = params["params"]
+  table, pos = np.asarray(p["item_embedding"]), np.asarray(p["position_embedding"])
+  blk = jax.tree.map(np.asarray, p["block_0"])
+  dense = lambda x, q: x @ q["kernel"] + q["bias"]
+  out = []
+  for row in items:
+    seq = row[row > 0]
+    n = len(seq)
+    x = np.zeros((L, table.shape[1]))
+    x[L - n:] = table[seq] + pos[np.arange(n)[::-1]]  # position 0 = most recent
+    q_in = _layer_norm(x, blk["ln_attn"], 1e-5)
+    d = x.shape[1]
+    hd = d // n_heads
+    split = lambda y: y.reshape(L, n_heads, hd)
+    q = split(dense(q_in, blk["query"])) / np.sqrt(hd)
+    k, v = split(dense(x, blk["key"])), split(dense(x, blk["value"]))
+    logits = np.einsum("qhd,khd->hqk", q, k)
+    logits = np.where(np.tril(np.ones((L, L), bool))[None], logits, -np.inf)
+    w = np.exp(logits - logits.max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    att = np.einsum("hqk,khd->qhd", w, v).reshape(L, d)
+    x = q_in + dense(att, blk["out"])
+    f = _layer_norm(x, blk["ln_ffn"], 1e-5)
+    y = dense(np.maximum(dense(f, blk["ffn_in"]), 0), blk["ffn_out"])
+    x = _layer_norm(f + y, p["final_ln"], 1e-8)
+    out.append(x[L - n:])  # the real positions, oldest first
+  return out
+
+
+def test_padding_keys_equal_attention_over_left_padded_zeros():
+  model = SASRec(n_items=N_ITEMS, max_history_len=L, d_model=16, n_heads=2, n_enc_layers=1,
+                 sasrec_padding_keys=True)
+  params = nn.meta.unbox(model.init(jax.random.key(0), *model.example_inputs()))
+  # Non-zero biases everywhere, so the padding rows' keys and values are not zero.
+  rng = np.random.default_rng(5)
+  params = jax.tree.map(lambda a: a + 0.3 * rng.standard_normal(a.shape).astype(a.dtype)
+                        if a.ndim == 1 else a, params)
+  lengths = [3, 10, 1, 6]
+  items = _history(rng, lengths, width=6 + 4)[:, :max(lengths)]
+  h = np.asarray(model.apply(params, items, items > 0))
+  for r, (want, n) in enumerate(zip(_left_padded_reference(params, items, 2), lengths)):
+    np.testing.assert_allclose(h[r, :n], want, rtol=2e-4, atol=2e-4)
+  # Without the padding keys the states differ for histories shorter than L (could fail).
+  plain = SASRec(n_items=N_ITEMS, max_history_len=L, d_model=16, n_heads=2, n_enc_layers=1)
+  h0 = np.asarray(plain.apply(params, items, items > 0))
+  assert np.abs(h0[0, :3] - h[0, :3]).max() > 1e-3
+  np.testing.assert_allclose(h0[1], h[1], rtol=2e-4, atol=2e-4)  # full length: no padding

@@ -84,3 +84,18 @@ def test_best_saved_again_at_the_same_step_is_kept(tmp_path):
   ckpt.close()
   assert saved_steps(str(tmp_path / "best")) == [9]
 
+
+
+def test_fingerprint_of_workdirs_from_before_a_later_off_by_default_field():
+  """A config saved before `model.sasrec_padding_keys` existed fingerprints as one with the
+  field off (its behaviour then), and differently from one with it on."""
+  import copy  # pylint: disable=g-import-not-at-top
+  from configs import sasrec  # pylint: disable=g-import-not-at-top
+  from diffgrm_jax.training import checkpointing  # pylint: disable=g-import-not-at-top
+  new = sasrec.get_config("demo")
+  old = copy.deepcopy(new)
+  with old.unlocked():
+    del old.model["sasrec_padding_keys"]
+  assert checkpointing.model_fingerprint(old) == checkpointing.model_fingerprint(new)
+  new.model.sasrec_padding_keys = True
+  assert checkpointing.model_fingerprint(old) != checkpointing.model_fingerprint(new)
