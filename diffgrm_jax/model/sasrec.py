@@ -16,10 +16,11 @@ max_history_len - length padding positions, as the reference implementation does
 histories are left-padded to full length and it sets no key padding mask): their input is
 zero, so each is the key and value projections' biases alone. We add them as one entry of
 multiplicity n_pad (logit + log n_pad), so the result does not depend on the batch's padded
-width; it gives attention a length-dependent place to put weight on nothing. The item table is shared with the output: an item's score is
-the state's dot product with its embedding. Weights are Xavier-normal (biases zero), as in
-the implementation whose published numbers configs/sasrec.py reproduces; as there, the item
-table itself takes dropout in training (`item_table`).
+width; it gives attention a length-dependent place to put weight on nothing.
+The item table is shared with the output: an item's score is the state's dot product with
+its embedding. Weights are Xavier-normal (biases zero), as in the implementation whose
+published numbers configs/sasrec.py follows (not reproduced yet: docs/results.md); as
+there, the item table itself takes dropout in training (`item_table`).
 
 Histories are left-aligned (oldest kept item at index 0, padding on the right), as
 everywhere in this package; with the causal mask, position t sees items 0..t only.

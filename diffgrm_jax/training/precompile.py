@@ -11,9 +11,9 @@ the persistent cache on (runtime/compile_cache.py), the next process loads them 
 
 What is compiled: the train step per bucket that has training rows (the fused step, or
 gradients per bucket plus the update once), the `train.steps_per_call` call at every
-length the run's calls take (shorter ones end at epoch ends and checkpoint steps), and for the kinds that decode
-SIDs, the validation and test decoders per bucket of each split. SASRec's scoring programs
-are small and compile on first use.
+length the run's calls take (shorter ones end at epoch ends and checkpoint steps), and for
+the kinds that decode SIDs, the validation and test decoders per bucket of each split.
+SASRec's scoring programs are small and compile on first use.
 """
 
 import concurrent.futures
