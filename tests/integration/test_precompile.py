@@ -25,7 +25,8 @@ def _compiled_names(records):
 
 
 # The CPU default (gradients + update per step), and the accelerators' shape: one program
-# per step and several steps per call (9 steps an epoch: calls of 4, 4 and 1).
+# per step and several steps per call (calls of 4, and shorter ones where an epoch or a
+# checkpoint interval ends).
 VARIANTS = {"two programs": {}, "fused, 4 per call": {"train.step_programs": 1,
                                                        "train.steps_per_call": 4}}
 
