@@ -58,8 +58,9 @@ def train_jobs(run, state, call_sizes=()):
   examples = loader.example_batches() if hasattr(loader, "example_batches") else {}
   jobs = []
   for width, batch in examples.items():
-    global_batch = {k: _spec((batch[k].shape[0] * jax.process_count(),) + batch[k].shape[1:],
-                             batch[k].dtype, exp.batch_sharding) for k in keys}
+    # The example batch itself, made global as the loop makes every batch (to_global), so
+    # the lowering sees exactly the shapes and shardings the calls will.
+    global_batch = step_lib.to_global(batch, exp.batch_sharding, keys)
     if step.fused is not None:
       jobs.append((f"train step, width {width}",
                    lambda b=global_batch: step.fused.lower(state, b).compile()))
@@ -72,17 +73,13 @@ def train_jobs(run, state, call_sizes=()):
     loss = _spec((), jnp.float32, shard_lib.replicated(exp.mesh))
     jobs.append(("update", lambda: step.update.lower(state, state.params, loss).compile()))
   if run.multi_step is not None and examples:
-    # As loop._dispatch stacks them: every history padded to the longest bucket.
-    width, batch = max(loader.edges), next(iter(examples.values()))
-    stacked = step_lib.stacked_sharding(exp.batch_sharding)
+    batch = next(iter(examples.values()))
     for k in call_sizes:
-      shape = lambda key, k=k: ((k, batch[key].shape[0] * jax.process_count())
-                                + ((width,) if key in step_lib.HISTORY_KEYS else ())
-                                + batch[key].shape[2 if key in step_lib.HISTORY_KEYS else 1:])
-      batches = {key: _spec(shape(key), batch[key].dtype, stacked) for key in keys}
-      # A host (numpy) array in the call, so no sharding here: a committed one would key
-      # another executable.
-      buckets = jax.ShapeDtypeStruct((k,), jnp.int32)
+      # Stacked and padded by the loop's own function (loop._dispatch); bucket ids as the
+      # host array the call passes.
+      batches = step_lib.stack_batches([batch] * k, exp.batch_sharding, keys,
+                                       max(loader.edges))
+      buckets = np.zeros(k, np.int32)
       jobs.append((f"{k} steps per call",
                    lambda b=batches, i=buckets: run.multi_step.lower(state, b, i).compile()))
   return jobs
