@@ -17,7 +17,7 @@ import ml_collections
 # Model fields that change no parameter (regularisation, compute dtype): a trained model may
 # be evaluated, resumed or restored with other values (workdir.py, training/checkpointing.py).
 FREE_MODEL_FIELDS = ("dropout", "attention_dropout", "dtype", "sasrec_loss", "sasrec_negatives",
-                     "sasrec_negatives_per")
+                     "sasrec_negatives_per", "sasrec_init")
 
 
 def _default_data_dir():
@@ -172,6 +172,10 @@ def get_config():
   # its full-width left padding and no key padding mask (model/sasrec.py). Changes no
   # parameter but changes the scores: a trained model is evaluated with its own value.
   m.sasrec_padding_keys = False
+  # sasrec only: the initial draw, 'xavier' (every weight Xavier-normal, biases zero) or
+  # 'rectools' (that implementation's: query/key/value as one fused [3D, D] Xavier draw,
+  # FFN biases uniform in +-1/sqrt(D); model/sasrec.py). Used at initialisation only.
+  m.sasrec_init = "xavier"
 
   # ---------------------------------------------------------------- masking
   c.masking = k = ml_collections.ConfigDict()

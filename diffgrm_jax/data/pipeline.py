@@ -209,7 +209,14 @@ class SequenceLoader(TrainLoader):
     rows = global_rows[self._slice]
     valid = rows >= 0
     seq = self._split.hist[np.where(valid, rows, first), :lb + 1]
-    return {"items": seq[:, :-1], "targets": seq[:, 1:], "weight": valid.astype(np.float32)}
+    targets = seq[:, 1:]
+    # A row shorter than lb + 1 has its last item inside seq[:, :-1]: drop it there (it has
+    # no next item), so the input holds length - 1 items and every position counts from the
+    # last input as at evaluation (model/sasrec.py: positions count from the most recent
+    # item; left in, it would shift them all by one and the state that predicts would never
+    # sit at position 0, the one every evaluation reads).
+    items = np.where(targets > 0, seq[:, :-1], 0)
+    return {"items": items, "targets": targets, "weight": valid.astype(np.float32)}
 
 
 def train_loader(data, *, batch_size: int, seed: int, buckets=(8, 16, 32, 50),

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from diffgrm_jax.model.diffgrm import Autoregressive
 from diffgrm_jax.model.diffgrm import DiffGRM
+from diffgrm_jax.model.sasrec import INITS as SASREC_INITS
 from diffgrm_jax.model.sasrec import SASRec
 from diffgrm_jax.release import model as release_model
 from diffgrm_jax.runtime.cli import ConfigError
@@ -63,3 +64,4 @@ def check_config(config):
   if m.d_model % m.n_heads:
     raise ConfigError(f"model.d_model={m.d_model} is not divisible by model.n_heads={m.n_heads}")
   check_choice("model.dtype", m.dtype, DTYPES)
+  check_choice("model.sasrec_init", m.sasrec_init, SASREC_INITS)

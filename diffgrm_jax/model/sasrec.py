@@ -16,11 +16,18 @@ max_history_len - length padding positions, as the reference implementation does
 histories are left-padded to full length and it sets no key padding mask): their input is
 zero, so each is the key and value projections' biases alone. We add them as one entry of
 multiplicity n_pad (logit + log n_pad), so the result does not depend on the batch's padded
-width; it gives attention a length-dependent place to put weight on nothing.
+width; it gives attention a length-dependent place to put weight on nothing. Attention
+dropout treats that entry as the n_pad entries it stands for (`pad_key_dropout`).
 The item table is shared with the output: an item's score is the state's dot product with
 its embedding. Weights are Xavier-normal (biases zero), as in the implementation whose
-published numbers configs/sasrec.py follows (not reproduced yet: docs/results.md); as
-there, the item table itself takes dropout in training (`item_table`).
+published numbers configs/sasrec.py follows (RecTools' SASRec; not reproduced yet:
+docs/results.md); as there, the item table itself takes dropout in training
+(`item_table`). With `sasrec_padding_keys` the forward pass, loss and gradients equal
+RecTools' weight for weight (tests/unit/model/test_sasrec_parity.py). Its initial draw
+differs in two places, which `sasrec_init='rectools'` copies: torch draws the query, key and
+value projections as one fused [3D, D] Xavier matrix (standard deviation sqrt(2 / 4D)
+instead of sqrt(2 / 2D) for each D x D), and leaves the FFN biases at torch's default,
+uniform in +-1/sqrt(D).
 
 Histories are left-aligned (oldest kept item at index 0, padding on the right), as
 everywhere in this package; with the causal mask, position t sees items 0..t only.
@@ -44,11 +51,27 @@ def xavier_normal():
   return nn.initializers.variance_scaling(1.0, "fan_avg", "normal")
 
 
-def _dense(features, axes, name):
+INITS = ("xavier", "rectools")
+
+
+def fused_qkv_xavier_normal():
+  # One D x D third of torch's fused [3D, D] Xavier draw: fan_in + fan_out = 4D.
+  return nn.initializers.variance_scaling(0.5, "fan_avg", "normal")
+
+
+def torch_linear_bias(fan_in):
+  # torch.nn.Linear's default bias: uniform in +-1/sqrt(fan_in).
+  bound = 1.0 / fan_in ** 0.5
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype,
+                                                                   -bound, bound)
+
+
+def _dense(features, axes, name, kernel_init=None, bias_init=None):
   return nn.Dense(features, name=name,
-                  kernel_init=nn.with_logical_partitioning(xavier_normal(), axes),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(),
-                                                         (axes[-1],)))
+                  kernel_init=nn.with_logical_partitioning(kernel_init or xavier_normal(),
+                                                           axes),
+                  bias_init=nn.with_logical_partitioning(
+                      bias_init or nn.initializers.zeros_init(), (axes[-1],)))
 
 
 def _layer_norm(name, epsilon=BLOCK_LN_EPS):
@@ -66,6 +89,19 @@ def inverse_positions(mask):
   return jnp.where(mask, pos, 0).astype(jnp.int32)
 
 
+def pad_key_dropout(pad_weight, n_pad, rate, key):
+  """Attention dropout on the padding entry of multiplicity n_pad, pad_weight [B, H, L, 1],
+  n_pad int [B]: what dropout on the n_pad equal entries it stands for does, in
+  distribution. Each is kept with probability 1 - rate and scaled by 1 / (1 - rate), so
+  their sum is the entry times Binomial(n_pad, 1 - rate) / (n_pad (1 - rate)): mean 1, as
+  dropping the one entry whole would give, but with n_pad times less variance (dropping it
+  whole removes all of a short history's padding weight at once, one step in five)."""
+  n = jnp.broadcast_to(n_pad[:, None, None], pad_weight.shape[:-1]).astype(jnp.float32)
+  kept = jax.random.binomial(key, n, 1.0 - rate)
+  factor = kept / (jnp.maximum(n, 1.0) * (1.0 - rate))
+  return pad_weight * factor[..., None].astype(pad_weight.dtype)
+
+
 class SasrecBlock(nn.Module):
   """One SASRec block: queries from LN(x), keys/values from x itself, residual from LN(x)."""
   d_model: int
@@ -73,6 +109,7 @@ class SasrecBlock(nn.Module):
   dropout: float
   attention_dropout: float
   dtype: Any = jnp.float32
+  init: str = "xavier"  # or 'rectools' (module docstring)
 
   @nn.compact
   def __call__(self, x, bias, deterministic, n_pad=None):
@@ -82,8 +119,11 @@ class SasrecBlock(nn.Module):
     h, hd = self.n_heads, self.d_model // self.n_heads
     q_in = _layer_norm("ln_attn")(x)
     split = lambda y: y.reshape(b, -1, h, hd)
-    key, value = _dense(d, ("embed", "mlp"), "key"), _dense(d, ("embed", "mlp"), "value")
-    q = split(_dense(d, ("embed", "mlp"), "query")(q_in)) / jnp.sqrt(hd).astype(x.dtype)
+    rectools = self.init == "rectools"
+    qkv = lambda name: _dense(d, ("embed", "mlp"), name,
+                              fused_qkv_xavier_normal() if rectools else None)
+    key, value = qkv("key"), qkv("value")
+    q = split(qkv("query")(q_in)) / jnp.sqrt(hd).astype(x.dtype)
     k, v = split(key(x)), split(value(x))
     logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) + bias
     if n_pad is not None:
@@ -96,13 +136,21 @@ class SasrecBlock(nn.Module):
       logits = jnp.concatenate([logits, pad_logit[..., None]], axis=-1)
       v = jnp.concatenate([v, jnp.broadcast_to(v_pad, (b, 1, h, hd))], axis=1)
     weights = jax.nn.softmax(logits, axis=-1).astype(x.dtype)
-    weights = Dropout(self.attention_dropout)(weights, deterministic=deterministic)
+    if n_pad is None:
+      weights = Dropout(self.attention_dropout)(weights, deterministic=deterministic)
+    else:
+      real = Dropout(self.attention_dropout)(weights[..., :-1], deterministic=deterministic)
+      pad = weights[..., -1:]
+      if not deterministic and self.attention_dropout > 0:
+        pad = pad_key_dropout(pad, n_pad, self.attention_dropout, self.make_rng("dropout"))
+      weights = jnp.concatenate([real, pad], axis=-1)
     att = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, l, d)
     x = q_in + _dense(d, ("mlp", "embed"), "out")(att)
     f = _layer_norm("ln_ffn")(x)
-    y = nn.relu(_dense(d, ("embed", "mlp"), "ffn_in")(f))
+    ffn_bias = torch_linear_bias(d) if rectools else None
+    y = nn.relu(_dense(d, ("embed", "mlp"), "ffn_in", bias_init=ffn_bias)(f))
     y = Dropout(self.dropout)(y, deterministic=deterministic)
-    y = _dense(d, ("mlp", "embed"), "ffn_out")(y)
+    y = _dense(d, ("mlp", "embed"), "ffn_out", bias_init=ffn_bias)(y)
     return f + Dropout(self.dropout)(y, deterministic=deterministic)
 
 
@@ -117,6 +165,8 @@ class SASRec(nn.Module):
   attention_dropout: float = 0.2
   # Attend to the padding positions as the reference implementation does (module docstring).
   sasrec_padding_keys: bool = False
+  # The initial draw: 'xavier', or 'rectools' as that implementation draws it (docstring).
+  sasrec_init: str = "xavier"
   dtype: Any = jnp.float32
 
   kind: ClassVar[str] = "sasrec"
@@ -131,7 +181,8 @@ class SASRec(nn.Module):
     self.table_dropout = Dropout(self.dropout)
     self.embed_dropout = Dropout(self.dropout)
     self.blocks = [SasrecBlock(self.d_model, self.n_heads, self.dropout,
-                               self.attention_dropout, self.dtype, name=f"block_{i}")
+                               self.attention_dropout, self.dtype, self.sasrec_init,
+                               name=f"block_{i}")
                    for i in range(self.n_enc_layers)]
     self.final_ln = _layer_norm("final_ln", FINAL_LN_EPS)
 

@@ -22,15 +22,18 @@ from support.runs import (STEPS_PER_EPOCH, TOTAL_STEPS, Child, assert_same_run, 
 
 
 def test_sigkill_mid_epoch_then_rerun_ends_bitwise_equal(reference_run, run_cache, tmp_path):
+  # Both runs take several steps per jitted call (`train.steps_per_call`, calls ending at
+  # the checkpoint steps), the reference one: the kill and the resume also cross K-step
+  # calls. (A SIGKILL with one step per call: test_gcs_workdir.py.)
   wd = str(tmp_path / "run")
-  child = Child(cli_command("train", run_cache, wd), str(tmp_path))
+  child = Child(cli_command("train", run_cache, wd, train__steps_per_call=8), str(tmp_path))
   first = child.wait_for_checkpoint(wd)
   child.proc.send_signal(signal.SIGKILL)
   child.wait()
   assert first == 4 and first % STEPS_PER_EPOCH  # killed in the middle of epoch 1
   assert not os.path.exists(os.path.join(wd, "summary.json"))
 
-  rerun = ok(run_command(cli_command("train", run_cache, wd)))
+  rerun = ok(run_command(cli_command("train", run_cache, wd, train__steps_per_call=8)))
   resumed = re.search(r"resumed from step (\d+)", rerun.stdout)
   assert resumed and 0 < int(resumed.group(1)) < TOTAL_STEPS, tail(rerun.stdout)
   assert_same_run(reference_run, wd)

@@ -154,7 +154,7 @@ def test_eval_covers_every_user_once(data, split):
 def test_sequence_rows_cover_every_training_position_once_per_epoch(data):
   """SASRec's loader: one row per user with two or more training items, `items` its
   training sequence (the last max_history_len + 1 items without the last), `targets` the
-  item after each, and an epoch yields every (user, position, next item) exactly once."""
+  item after each, inputs exactly where there is a next item, and an epoch yields every (user, position, next item) exactly once."""
   loader = train_loader(data, batch_size=16, seed=3, buckets=(8, 16, 32, 50), sequences=True)
   want = collections.Counter()
   for seq in data.sequences:
@@ -167,6 +167,10 @@ def test_sequence_rows_cover_every_training_position_once_per_epoch(data):
     assert set(b) >= {"items", "targets", "weight"} and b["items"].shape == b["targets"].shape
     for items, targets, w in zip(b["items"], b["targets"], b["weight"]):
       n = int((items > 0).sum())
+      # An input is a position with a next item, no more: the row's last item is not an
+      # input (it would shift every position of SASRec's count from the most recent item
+      # by one against evaluation, where the history's last item is position 0).
+      np.testing.assert_array_equal(items > 0, targets > 0)
       assert (items[n:] == 0).all() and (targets[n:] == 0).all()
       np.testing.assert_array_equal(items[1:n], targets[:n - 1])  # targets: one step on
       if w:

@@ -138,3 +138,46 @@ def test_padding_keys_equal_attention_over_left_padded_zeros():
   h0 = np.asarray(plain.apply(params, items, items > 0))
   assert np.abs(h0[0, :3] - h[0, :3]).max() > 1e-3
   np.testing.assert_allclose(h0[1], h[1], rtol=2e-4, atol=2e-4)  # full length: no padding
+
+
+def test_rectools_init_draws_qkv_as_one_fused_xavier_matrix_and_torch_ffn_biases():
+  d = 64
+  stats = {}
+  for init in ("xavier", "rectools"):
+    model = SASRec(n_items=N_ITEMS, max_history_len=L, d_model=d, n_heads=1, n_enc_layers=1,
+                   sasrec_init=init)
+    block = nn.meta.unbox(model.init(jax.random.key(0), *model.example_inputs()))["params"]
+    block = block["block_0"]
+    stats[init] = {name: np.asarray(block[name]["kernel"]).std()
+                   for name in ("query", "key", "value", "out")}
+    stats[init]["ffn_bias"] = np.concatenate([np.asarray(block[n]["bias"])
+                                              for n in ("ffn_in", "ffn_out")])
+    stats[init]["qkv_bias"] = np.concatenate([np.asarray(block[n]["bias"])
+                                              for n in ("query", "key", "value")])
+  x, r = stats["xavier"], stats["rectools"]
+  for name in ("query", "key", "value"):  # 4096 draws each: the std within ~3%
+    np.testing.assert_allclose(x[name], np.sqrt(2 / (2 * d)), rtol=0.05)
+    np.testing.assert_allclose(r[name], np.sqrt(2 / (4 * d)), rtol=0.05)
+  np.testing.assert_allclose(r["out"], np.sqrt(2 / (2 * d)), rtol=0.05)
+  assert np.all(x["ffn_bias"] == 0) and np.all(r["qkv_bias"] == 0)
+  bound = 1 / np.sqrt(d)
+  assert np.abs(r["ffn_bias"]).max() <= bound and np.abs(r["ffn_bias"]).max() > 0.8 * bound
+  np.testing.assert_allclose(r["ffn_bias"].std(), bound / np.sqrt(3), rtol=0.2)  # uniform
+
+
+def test_padding_entry_dropout_is_that_of_its_n_pad_entries():
+  # Dropout on n equal entries kept with q = 0.8 each, summed: the entry times
+  # Binomial(n, q) / (n q), mean 1 and variance (1 - q) / (n q); dropping the one entry
+  # whole would give variance (1 - q) / q whatever n is.
+  from diffgrm_jax.model.sasrec import pad_key_dropout  # pylint: disable=g-import-not-at-top
+  n_pad = np.array([45, 10, 1, 0] * 2000)
+  f = np.asarray(pad_key_dropout(jnp.ones((len(n_pad), 1, 4, 1)), jnp.asarray(n_pad), 0.2,
+                                 jax.random.key(0)))[..., 0]
+  for n in (45, 10, 1):
+    draws = f[n_pad == n].ravel()  # 8000 each
+    np.testing.assert_allclose(draws.mean(), 1.0, atol=0.02)
+    np.testing.assert_allclose(draws.var(), 0.2 / (0.8 * n), rtol=0.1)
+    # Only the values a count of kept entries can give.
+    counts = draws * n * 0.8
+    np.testing.assert_allclose(counts, np.round(counts), atol=1e-4)
+  assert np.all(f[n_pad == 0] == 0)  # no padding: its entry already has no weight
