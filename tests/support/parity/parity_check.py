@@ -32,7 +32,8 @@ def load_fixture(path=SMALL_FIXTURE):
   return fx
 
 
-def _tree(fx, prefix):
+def tree_of(fx, prefix):
+  """The arrays of `fx` named `prefix<a>/<b>/...`, as a nested dict of jnp arrays."""
   tree = {}
   for k, v in fx.items():
     if k.startswith(prefix):
@@ -45,7 +46,7 @@ def _tree(fx, prefix):
 
 
 def params_of(fx):
-  return _tree(fx, "params/")
+  return tree_of(fx, "params/")
 
 
 def release_model(fx, **overrides):
@@ -139,7 +140,7 @@ def rel_diff(ours, ref):
 def differences(fx, ours):
   """name -> (max abs diff, max abs diff / max |release|) for every float output."""
   out = {k: rel_diff(ours[k], fx[k]) for k in ("enc", "logits", "logits_noproj", "loss")}
-  ref_grads = _tree(fx, "grad/")
+  ref_grads = tree_of(fx, "grad/")
   flat_ours = dict(jax.tree_util.tree_flatten_with_path(ours["grads"])[0])
   for path, g in flat_ours.items():
     name = "/".join(p.key for p in path)

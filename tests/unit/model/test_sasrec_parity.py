@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from support.parity.parity_check import rel_diff, tree_of
 from diffgrm_jax.model.sasrec import SASRec
 from diffgrm_jax.training.sasrec_loss import sampled_softmax_terms
 
@@ -31,12 +32,6 @@ def fx():
     return {k: f[k] for k in f.files}
 
 
-def _tree(fx, prefix):
-  flat = {tuple(k[len(prefix):].split("/")): jnp.asarray(v)
-          for k, v in fx.items() if k.startswith(prefix)}
-  return traverse_util.unflatten_dict(flat)
-
-
 def _model(fx, padding_keys):
   n_rows, d = fx["params/item_embedding"].shape
   return SASRec(n_items=n_rows - 1, max_history_len=fx["items"].shape[1], d_model=d,
@@ -44,9 +39,8 @@ def _model(fx, padding_keys):
 
 
 def _close(ours, ref):
-  ours, ref = np.asarray(ours), np.asarray(ref)
-  assert ours.shape == ref.shape
-  return np.abs(ours - ref).max() <= RTOL * np.abs(ref).max()
+  assert np.shape(ours) == np.shape(ref)
+  return rel_diff(ours, ref)[1] <= RTOL
 
 
 def _loss(params, model, fx):
@@ -59,7 +53,7 @@ def _loss(params, model, fx):
 
 
 def test_states_scores_loss_and_gradients_equal_rectools_with_padding_keys(fx):
-  model, params = _model(fx, True), _tree(fx, "params/")
+  model, params = _model(fx, True), tree_of(fx, "params/")
   mask = fx["items"] > 0
   states = np.asarray(model.apply({"params": params}, fx["items"], mask))
   assert _close(np.where(mask[..., None], states, 0.0), fx["states"])
@@ -67,7 +61,7 @@ def test_states_scores_loss_and_gradients_equal_rectools_with_padding_keys(fx):
   assert _close(scores[:, 1:], fx["scores_last"][:, 1:])  # item 0 is padding (-inf here)
   loss, grads = jax.value_and_grad(_loss)(params, model, fx)
   np.testing.assert_allclose(float(loss), float(fx["loss"]), rtol=1e-6)
-  ref_grads = traverse_util.flatten_dict(_tree(fx, "grad/"), sep="/")
+  ref_grads = traverse_util.flatten_dict(tree_of(fx, "grad/"), sep="/")
   ours = traverse_util.flatten_dict(grads, sep="/")
   assert sorted(ours) == sorted(ref_grads)
   for name, g in ours.items():
@@ -84,7 +78,7 @@ def test_states_scores_loss_and_gradients_equal_rectools_with_padding_keys(fx):
 
 
 def test_without_padding_keys_only_the_full_histories_agree(fx):
-  model, params = _model(fx, False), _tree(fx, "params/")
+  model, params = _model(fx, False), tree_of(fx, "params/")
   mask = fx["items"] > 0
   states = np.asarray(model.apply({"params": params}, fx["items"], mask))
   full = mask.all(-1)
